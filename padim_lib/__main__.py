@@ -1,0 +1,3 @@
+from padim_lib.cli import main
+
+raise SystemExit(main())

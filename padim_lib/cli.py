@@ -1,0 +1,222 @@
+"""`padim` command line: thin handlers over the library (the same entry as `python -m padim_lib`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from padim_lib.errors import PadimError
+
+
+def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resize", type=int, default=256, help="square resize before the crop (bicubic)")
+    p.add_argument("--crop", type=int, default=224, help="centre crop; 0 = no crop (STC-style)")
+
+
+def _preprocess(args: argparse.Namespace):
+    from padim_lib.datasets import Preprocess
+
+    return Preprocess(resize=args.resize, crop=args.crop or None)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from padim_lib.datasets.synthetic import make_synthetic
+
+    out = make_synthetic(args.out, seed=args.seed)
+    print(f"synthetic data set ready at {out}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from padim_lib.datasets import download
+
+    if args.dataset != "mvtec":
+        raise PadimError(f"unknown data set {args.dataset!r}; expected 'mvtec'")
+    kwargs = {}
+    if args.url:
+        kwargs["url"] = args.url
+    if args.sha256:
+        kwargs["sha256"] = args.sha256
+    download.download_mvtec(args.dest, **kwargs)
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from padim_lib.datasets import open_dataset
+    from padim_lib.padim import PaDiM
+
+    pre = _preprocess(args)
+    train = open_dataset(args.data, args.category, "train", pre)
+    model = PaDiM(
+        backbone=args.backbone,
+        layers=tuple(args.layers) if args.layers else None,
+        layer_mode=args.layer_mode,
+        reduce=args.reduce,
+        eps=args.eps,
+        sigma=args.sigma,
+        device=args.device,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        pretrained=not args.no_pretrained,
+        weights=args.weights,
+        max_train=args.max_train,
+    )
+    t0 = time.perf_counter()
+    model.fit(train)
+    model.meta.update(
+        {
+            "preprocess": {"resize": pre.resize, "crop": pre.crop, "normalize": pre.normalize},
+            "category": args.category,
+            "data": str(args.data),
+            "n_train": min(len(train), args.max_train or len(train)),
+            "fit_s": round(time.perf_counter() - t0, 3),
+        }
+    )
+    model.save(args.out)
+    print(f"fitted on {model.meta['n_train']} images in {model.meta['fit_s']} s; saved {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from padim_lib.datasets import Preprocess, open_dataset
+    from padim_lib.evaluate import evaluate
+    from padim_lib.padim import PaDiM
+
+    model = PaDiM.load(args.model, device=args.device)
+    pre = Preprocess(**model.meta.get("preprocess", {}))
+    test = open_dataset(args.data, args.category, "test", pre)
+    res = evaluate(model, test, return_maps=bool(args.save_maps))
+    arrays = {k: res.pop(k) for k in ("maps", "scores", "labels", "masks", "paths") if k in res}
+    res.update({"model": str(args.model), "data": str(args.data), "category": args.category})
+    text = json.dumps(res, indent=2, default=float)
+    if args.json:
+        _atomic_write_text(Path(args.json), text)
+    print(text)
+    if args.save_maps:
+        np.savez_compressed(
+            args.save_maps,
+            maps=arrays["maps"].astype(np.float32),
+            scores=np.asarray(arrays["scores"]),
+            labels=np.asarray(arrays["labels"]),
+            paths=np.asarray(arrays["paths"]),
+        )
+    return 0
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    from padim_lib.book import build_book
+
+    params = {}
+    for item in args.param or []:
+        if "=" not in item:
+            raise PadimError(f"-p expects name=value, got {item!r}")
+        name, value = item.split("=", 1)
+        params[name] = _parse_value(value)
+    build_book(profile=args.profile, params=params, only=args.only)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from padim_lib.sweep import run_study
+
+    run_study(args.study, scheduler=args.scheduler, local_cluster=args.local_cluster, results=args.results)
+    return 0
+
+
+def _parse_value(text: str):
+    """-p values are YAML scalars or lists, as papermill reads them (1, 0.5, true, [a, b])."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="padim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate the synthetic MVTec-like data set")
+    p.add_argument("--out", default="data/synthetic")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("download", help="download a data set (MVTec AD)")
+    p.add_argument("dataset", choices=["mvtec"])
+    p.add_argument("--dest", default="data/mvtec")
+    p.add_argument("--url", default=None, help="override the archive's address (mirrors, tests)")
+    p.add_argument("--sha256", default=None, help="override the expected SHA-256 of the archive")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("fit", help="fit PaDiM on one class's training images")
+    p.add_argument("--data", required=True, help="data root in the MVTec AD layout")
+    p.add_argument("--category", required=True)
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--layers", nargs="+", default=None)
+    p.add_argument("--layer-mode", default="concat", choices=["concat", "sum"])
+    p.add_argument("--reduce", default=None, help="random:D, pca:D or none")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--weights", default=None, help="local weights file for the backbone")
+    w.add_argument("--no-pretrained", action="store_true", help="random initialisation (tests only)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--eps", type=float, default=0.01)
+    p.add_argument("--sigma", type=float, default=4.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train", type=int, default=None)
+    _add_preprocess_args(p)
+    p.add_argument("--out", required=True, help="model file to write")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("evaluate", help="score a class's test images with a saved model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--category", required=True)
+    p.add_argument("--json", default=None, help="write the metrics here")
+    p.add_argument("--save-maps", default=None, help="write maps, scores, labels and paths (.npz)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("book", help="run every notebook with papermill and build the HTML book")
+    p.add_argument("--profile", default="auto", choices=["auto", "embedded", "paper"])
+    p.add_argument("-p", "--param", action="append", help="notebook parameter name=value (repeatable)")
+    p.add_argument("--only", nargs="+", default=None, help="run only these notebooks (stems)")
+    p.set_defaults(func=cmd_book)
+
+    p = sub.add_parser("sweep", help="run a study grid in-process or on a Dask cluster")
+    p.add_argument("study", help="study YAML file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    g.add_argument("--local-cluster", type=int, default=None, metavar="N", help="start N local workers")
+    p.add_argument("--results", default=None, help="result cache directory (default: the study's)")
+    p.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "reduce", None) in ("none", "None", ""):
+        args.reduce = None
+    try:
+        return int(args.func(args) or 0)
+    except (PadimError, FileNotFoundError) as exc:
+        print(f"padim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
