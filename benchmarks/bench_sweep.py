@@ -1,0 +1,130 @@
+"""Sweep engine benchmark: the embedded study in-process vs on a LocalCluster, and Dask's cost per task.
+
+    python benchmarks/bench_sweep.py                                  # the whole embedded study
+    python benchmarks/bench_sweep.py --classes washer --seeds 2       # a smaller grid
+    python benchmarks/bench_sweep.py --skip-study --noop-tasks 400    # scheduling overhead only
+
+Part 1 runs the study (examples/study-embedded.yaml, optionally cut down) twice from an empty
+cache, in-process and with `local_cluster=N` (wall time includes starting the cluster and the
+workers' imports), and prints both wall times and their ratio.
+Part 2 measures the overhead per task with a no-op task function on an already started, warmed-up
+cluster and in-process: (wall - compute) / tasks, compute being zero. It includes storing each
+task's rows (one small Parquet file) and, on Dask, submission, scheduling and result traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from padim_lib import sweep  # noqa: E402
+
+
+def noop_features(spec, cache_dir, *, device="auto", progress=True) -> str:
+    """Stands in for featcache.ensure_features: no work, a path to pass on."""
+    return str(Path(cache_dir) / f"{spec.category}-{spec.split}.noop")
+
+
+def noop_task(task, cache_dir, *, device, bootstrap, feature_paths):
+    """Stands in for experiments.run_task: one tiny row, no arrays."""
+    return pd.DataFrame({"category": [task.category], "metric": ["pro"], "value": [0.0], "replicate": [-1]}), None
+
+
+def study_tasks(path: Path, classes: list[str] | None, seeds: int | None, max_train: int | None):
+    study = sweep.load_study(path)
+    if classes:
+        study["classes"] = classes
+    if seeds is not None:
+        study["seeds"] = list(range(seeds))
+    if max_train is not None:
+        study["base"] = {**(study.get("base") or {}), "max_train": max_train}
+    return study, sweep.expand(study, source=str(path))
+
+
+def timed(fn, *args, **kwargs) -> float:
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0
+
+
+def bench_study(args: argparse.Namespace, scratch: Path) -> None:
+    study, tasks = study_tasks(args.study, args.classes, args.seeds, args.max_train)
+    n_features = len({s for t in tasks for s in t.feature_specs()})
+    print(f"study {args.study.name}: {len(tasks)} tasks, {n_features} feature jobs, "
+          f"classes {sorted({t.category for t in tasks})}, bootstrap {study.get('bootstrap', 200)}", flush=True)
+    common = dict(device=study.get("device", "auto"), bootstrap=study.get("bootstrap", 200), progress=args.progress)
+    wall_local = timed(sweep.run, tasks, scratch / "inproc", **common)
+    print(f"  in-process:              {wall_local:8.1f} s  ({wall_local / len(tasks):.2f} s/task)", flush=True)
+    wall_dask = timed(sweep.run, tasks, scratch / "dask", local_cluster=args.workers, **common)
+    print(f"  LocalCluster({args.workers} workers): {wall_dask:8.1f} s  ({wall_dask / len(tasks):.2f} s/task, "
+          "incl. cluster start)", flush=True)
+    print(f"  speed-up in-process / LocalCluster: {wall_local / wall_dask:.2f}x", flush=True)
+    a = sweep.ResultStore(scratch / "inproc").load()
+    b = sweep.ResultStore(scratch / "dask").load()
+    key = ["task_key", "metric", "replicate"]
+    same = a.sort_values(key)["value"].to_numpy() == b.sort_values(key)["value"].to_numpy()
+    print(f"  rows identical in both runs: {bool(same.all())} ({len(a)} rows)", flush=True)
+
+
+def bench_overhead(args: argparse.Namespace, scratch: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    from padim_lib.config import ExperimentConfig
+    from padim_lib.datasets.folder import list_categories
+
+    data_root = sweep.load_study(args.study)["data_root"]
+    # Distinct configurations (eps differs) on one class: N distinct task keys, 2 feature jobs.
+    configs = [ExperimentConfig(eps=0.01 + i * 1e-6, label=f"noop {i}") for i in range(args.noop_tasks)]
+    category = list_categories(data_root)[0]
+    tasks = sweep.make_tasks(data_root, [category], configs)
+    kw = dict(task_fn=noop_task, feature_fn=noop_features, progress=False, bootstrap=0)
+    wall_in = timed(sweep.run, tasks, scratch / "noop-inproc", **kw)
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        client.wait_for_workers(args.workers)
+        start = time.perf_counter() - t0
+        # Warm-up: workers import the task modules (torch) once; not a per-task cost.
+        client.run(lambda: __import__("padim_lib.experiments"))
+        sweep.run(tasks[:4], scratch / "noop-warm", scheduler=client, **kw)
+        wall_dask = timed(sweep.run, tasks, scratch / "noop-dask", scheduler=client, **kw)
+    n = len(tasks)
+    print(f"scheduling overhead, {n} no-op tasks (+2 feature jobs), compute = 0:", flush=True)
+    print(f"  in-process:               {wall_in:6.2f} s  -> {1000 * wall_in / n:6.1f} ms/task", flush=True)
+    print(f"  LocalCluster({args.workers} workers):  {wall_dask:6.2f} s  -> {1000 * wall_dask / n:6.1f} ms/task "
+          f"(cluster start {start:.1f} s, not included)", flush=True)
+    print(f"  Dask / in-process overhead ratio: {wall_dask / wall_in:.1f}x", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", type=Path, default=ROOT / "examples" / "study-embedded.yaml")
+    p.add_argument("--classes", nargs="+", default=None, help="only these classes (smaller grid)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 instead of the study's")
+    p.add_argument("--max-train", type=int, default=None, help="cap on training images per class")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--noop-tasks", type=int, default=200)
+    p.add_argument("--skip-study", action="store_true", help="only measure the per-task overhead")
+    p.add_argument("--progress", action="store_true", help="show the sweep's progress bars")
+    args = p.parse_args(argv)
+    args.study = args.study.resolve()
+    os.chdir(ROOT)  # the example studies' relative paths (data/synthetic) are relative to the repository
+    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        if not args.skip_study:
+            bench_study(args, Path(tmp))
+        bench_overhead(args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":  # Dask's worker processes are spawned: they must not rerun this
+    raise SystemExit(main())

@@ -1,0 +1,403 @@
+"""One experiment = one class x one configuration -> tidy result rows (+ arrays for plots).
+
+`run_task` fits PaDiM on the class's cached training features, scores the cached test
+features, and computes image AUROC, pixel AUROC and PRO on the full test set (replicate -1)
+and on B bootstrap resamples of the test images (replicates 0..B-1).
+
+Bootstrap design (so that differences between configurations are paired):
+* replicate b of a class is drawn by `np.random.default_rng([hash(category), b])`, so it is
+  the same resample for every configuration of that class, whatever the order tasks run in;
+* resampling is stratified: good and defective test images are each resampled with
+  replacement within their group, so every replicate keeps the test set's class balance (as
+  the evaluation protocol fixes it) and every metric stays defined;
+* a resample is a vector of repeat counts per image; `metrics.PixelScores` evaluates pixel
+  AUROC and PRO under those weights without re-sorting the pixels.
+Pixel metrics need ground-truth masks: without them the rows have image AUROC only (pixel
+AUROC and PRO are "not available", never 0).
+
+`table1_configs` / `table2_configs` build the paper's ablations (Tables I and II).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from padim_lib.config import ExperimentConfig, stable_hash
+from padim_lib.errors import PadimError
+from padim_lib.featcache import FeatureSpec, data_identity, ensure_features, load_features
+
+ROW_COLUMNS = [
+    "data_root", "category", "kind", "config_key", "label", "published_row", "method", "backbone",
+    "layers", "layer_mode", "reduce", "seed", "metric", "value", "replicate",
+]
+FPR_LIMIT = 0.3  # PRO integrated up to 30 % FPR (MVTec AD protocol)
+CURVE_POINTS = 1000
+FEATURE_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Task:
+    """One class of one data set under one configuration."""
+
+    data_root: str
+    category: str
+    config: ExperimentConfig
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_root", str(self.data_root))
+        if not isinstance(self.config, ExperimentConfig):
+            raise PadimError(f"Task.config: expected an ExperimentConfig, got {type(self.config).__name__}")
+
+    def key(self) -> str:
+        """16 hex digits: the configuration's key, the class and the data's identity (files listed)."""
+        return stable_hash(
+            {"config": self.config.key(), "category": self.category, "data": data_identity(self.data_root, self.category)}
+        )
+
+    def feature_layers(self) -> tuple[str, ...]:
+        """The backbone's default layers plus any other layer the config uses: one superset, so
+        every Table I / II configuration of a class reads the same feature files."""
+        from padim_lib.features import BACKBONES
+
+        cfg = self.config
+        if cfg.backbone not in BACKBONES:
+            raise PadimError(f"config.backbone={cfg.backbone!r}; expected one of {sorted(BACKBONES)}")
+        defaults = tuple(BACKBONES[cfg.backbone].default_layers)
+        return defaults + tuple(x for x in cfg.resolved_layers() if x not in defaults)
+
+    def feature_specs(self) -> tuple[FeatureSpec, FeatureSpec]:
+        """(train, test) feature files this task reads."""
+        cfg = self.config
+        common = dict(
+            data_root=self.data_root, category=self.category, backbone=cfg.backbone, layers=self.feature_layers(),
+            resize=cfg.resize, crop=cfg.crop, pretrained=cfg.pretrained, weights=cfg.weights,
+        )
+        return FeatureSpec(split="train", max_train=cfg.max_train, **common), FeatureSpec(split="test", **common)
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def _stable_int(text: str) -> int:
+    """A process-independent 64-bit integer for a string (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def bootstrap_weights(category: str, labels: np.ndarray, replicates: int) -> np.ndarray:
+    """Repeat counts (B, N) int64 of B stratified resamples of N test images.
+
+    Row b depends only on (category, b, labels): identical for every configuration of a class.
+    Good and defective images are resampled separately, each group keeping its size.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    groups = [np.flatnonzero(labels == v) for v in np.unique(labels)]
+    out = np.zeros((replicates, n), np.int64)
+    base = _stable_int(category)
+    for b in range(replicates):
+        rng = np.random.default_rng([base, b])
+        for idx in groups:
+            out[b] += np.bincount(idx[rng.integers(0, len(idx), len(idx))], minlength=n)
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+class _Batches:
+    """Re-iterable float32 per-layer batches of cached features (PCA reads the training set twice)."""
+
+    def __init__(self, features: dict[str, torch.Tensor], layers: Sequence[str], batch_size: int = FEATURE_BATCH):
+        missing = [x for x in layers if x not in features]
+        if missing:
+            raise PadimError(f"layers {missing} are not in the feature file (it has {list(features)})")
+        self.features, self.layers, self.batch_size = features, tuple(layers), batch_size
+        self.n = int(features[self.layers[0]].shape[0])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for start in range(0, self.n, self.batch_size):
+            yield {x: self.features[x][start : start + self.batch_size].float() for x in self.layers}
+
+
+def _thin_curve(x: np.ndarray, y: np.ndarray, n: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most n points of a monotone curve, evenly spaced along its length (ends kept)."""
+    if len(x) <= n:
+        return x.astype(np.float32), y.astype(np.float32)
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    idx = np.unique(np.searchsorted(arc, np.linspace(0.0, arc[-1], n - 1)).clip(0, len(x) - 1))
+    idx = np.union1d(idx, [0, len(x) - 1])
+    return x[idx].astype(np.float32), y[idx].astype(np.float32)
+
+
+def example_indices(labels: np.ndarray, defect_types: Sequence[str], k: int) -> np.ndarray:
+    """k test images for overlays: the first good one, then defective ones round-robin over defect types."""
+    labels = np.asarray(labels)
+    good = [i for i in range(len(labels)) if labels[i] == 0][:1]
+    by_type: dict[str, list[int]] = {}
+    for i, t in enumerate(defect_types):
+        if labels[i] != 0:
+            by_type.setdefault(t, []).append(i)
+    bad: list[int] = []
+    queues = list(by_type.values())
+    while queues and len(bad) < k:
+        for q in queues:
+            if q and len(bad) < k:
+                bad.append(q.pop(0))
+        queues = [q for q in queues if q]
+    chosen = (good + bad)[:k] if k > 0 else []
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
+def _example_images(task: Task, index: np.ndarray) -> np.ndarray:
+    """(k, S, S, 3) uint8 of the chosen test images, preprocessed like the features (for overlays)."""
+    from padim_lib.datasets import Preprocess, denormalize, open_dataset
+
+    cfg = task.config
+    data = open_dataset(task.data_root, task.category, "test", Preprocess(resize=cfg.resize, crop=cfg.crop))
+    imgs = [denormalize(data[int(i)]["image"]) for i in index]
+    if not imgs:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return (torch.stack(imgs).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def _build_model(cfg: ExperimentConfig, device: str):
+    from padim_lib.padim import PaDiM
+
+    if cfg.method != "padim":
+        raise PadimError(f"config.method={cfg.method!r}: run_task implements 'padim' only")
+    return PaDiM(
+        backbone=cfg.backbone, layers=cfg.resolved_layers(), layer_mode=cfg.layer_mode, reduce=cfg.reduce,
+        eps=cfg.eps, sigma=cfg.sigma, device=device, seed=cfg.seed, pretrained=cfg.pretrained,
+        weights=cfg.weights, progress=False,
+    )
+
+
+# ----------------------------------------------------------------------------- the task
+def run_task(
+    task: Task,
+    cache_dir: str | os.PathLike,
+    *,
+    device: str = "auto",
+    bootstrap: int = 200,
+    n_examples: int = 4,
+    feature_paths: Sequence[str | os.PathLike] | None = None,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Fit and evaluate one task; returns (tidy rows, artifacts).
+
+    Rows: columns ROW_COLUMNS, one per metric x replicate (-1 full test set, 0..B-1 bootstrap);
+    metrics image_auroc, and pixel_auroc and pro when the class has masks. Values are fractions.
+    Artifacts (numpy, for the book's plots): labels, scores, paths, defect_types (N,);
+    image_roc_fpr/tpr; pixel_roc_fpr/tpr and pro_fpr/pro (<= 1000 points each, masks only);
+    example_index (k,), example_images (k, S, S, 3) uint8, example_maps (k, S, S) float16,
+    example_masks (k, S, S) uint8; timings fit_s, predict_s, metrics_s, bootstrap_s; n_train.
+    `feature_paths`: (train, test) files already made by `ensure_features` (the sweep's
+    feature jobs); otherwise they are made here (and cached in `cache_dir`).
+    """
+    from padim_lib.datasets import category_kinds
+    from padim_lib.metrics import PixelScores, image_auroc
+
+    if not isinstance(bootstrap, int) or bootstrap < 0:
+        raise PadimError(f"bootstrap={bootstrap!r}; expected a number of replicates >= 0")
+    cfg = task.config
+    if feature_paths is None:
+        feature_paths = [ensure_features(s, cache_dir, device=device, progress=progress) for s in task.feature_specs()]
+    if len(feature_paths) != 2:
+        raise PadimError(f"feature_paths: expected (train, test) files, got {len(feature_paths)}")
+    train, test = (load_features(p) for p in feature_paths)
+    layers = cfg.resolved_layers()
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    model = _build_model(cfg, device).fit_features(_Batches(train["features"], layers))
+    timings["fit_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps, scores = model.predict_features(_Batches(test["features"], layers), test["image_size"])
+    timings["predict_s"] = time.perf_counter() - t0
+
+    labels, masks = test["labels"], test["masks"]
+    t0 = time.perf_counter()
+    pixels = PixelScores(masks, maps) if masks is not None else None
+    metrics: dict[str, list[tuple[int, float]]] = {"image_auroc": [(-1, image_auroc(labels, scores))]}
+    if pixels is not None:
+        metrics["pixel_auroc"] = [(-1, pixels.pixel_auroc())]
+        metrics["pro"] = [(-1, pixels.pro_auc(fpr_limit=FPR_LIMIT))]
+    timings["metrics_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for b, w in enumerate(bootstrap_weights(task.category, labels, bootstrap)):
+        metrics["image_auroc"].append((b, image_auroc(labels, scores, sample_weight=w)))
+        if pixels is not None:
+            metrics["pixel_auroc"].append((b, pixels.pixel_auroc(w)))
+            metrics["pro"].append((b, pixels.pro_auc(w, fpr_limit=FPR_LIMIT)))
+    timings["bootstrap_s"] = time.perf_counter() - t0
+
+    kind = category_kinds(task.data_root).get(task.category, "other")
+    common = {
+        "data_root": task.data_root, "category": task.category, "kind": kind, "config_key": cfg.key(),
+        "label": cfg.label, "published_row": cfg.published_row, "method": cfg.method, "backbone": cfg.backbone,
+        "layers": "+".join(layers), "layer_mode": cfg.layer_mode, "reduce": cfg.reduce or "none", "seed": int(cfg.seed),
+    }
+    rows = pd.DataFrame(
+        [common | {"metric": m, "value": float(v), "replicate": int(r)} for m, vals in metrics.items() for r, v in vals],
+        columns=ROW_COLUMNS,
+    )
+
+    artifacts = _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples)
+    artifacts.update({k: np.asarray(v) for k, v in timings.items()})
+    artifacts["n_train"] = np.asarray(len(train["labels"]))
+    return rows, artifacts
+
+
+def _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples) -> dict[str, np.ndarray]:
+    from sklearn.metrics import roc_curve
+
+    out: dict[str, np.ndarray] = {
+        "labels": np.asarray(labels, np.int8),
+        "scores": np.asarray(scores, np.float32),
+        "paths": np.asarray(test["paths"], dtype=str),
+        "defect_types": np.asarray(test["defect_types"], dtype=str),
+    }
+    fpr, tpr, _ = roc_curve(labels, scores)
+    out["image_roc_fpr"], out["image_roc_tpr"] = fpr.astype(np.float32), tpr.astype(np.float32)
+    if pixels is not None:
+        fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=True)
+        out["pixel_roc_fpr"], out["pixel_roc_tpr"] = _thin_curve(fpr, tpr)
+        fpr, pro = pixels.pro_curve()
+        out["pro_fpr"], out["pro"] = _thin_curve(fpr, pro)
+    index = example_indices(labels, test["defect_types"], n_examples)
+    out["example_index"] = index
+    out["example_maps"] = maps[index].astype(np.float16)
+    out["example_masks"] = (masks[index] if masks is not None else np.zeros_like(maps[index], np.uint8)).astype(np.uint8)
+    out["example_images"] = _example_images(task, index)
+    return out
+
+
+# ----------------------------------------------------------------------------- the paper's tables
+_FIXED = ("backbone", "layers", "layer_mode", "reduce", "seed", "label", "published_row")
+
+
+def _check_common(common: dict[str, Any], where: str) -> None:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    unknown = sorted(set(common) - names)
+    if unknown:
+        raise PadimError(f"{where}: unknown ExperimentConfig field(s) {unknown}; expected some of {sorted(names)}")
+    fixed = sorted(set(common) & set(_FIXED))
+    if fixed:
+        raise PadimError(f"{where}: {fixed} are set by the table itself; pass them as the function's arguments")
+
+
+def _layers(backbone: str, layers: Sequence[str] | None) -> tuple[str, ...]:
+    from padim_lib.features import BACKBONES
+
+    if backbone not in BACKBONES:
+        raise PadimError(f"backbone={backbone!r}; expected one of {sorted(BACKBONES)}")
+    chosen = tuple(BACKBONES[backbone].default_layers if layers is None else layers)
+    unknown = [x for x in chosen if x not in BACKBONES[backbone].channels]
+    if unknown or not chosen:
+        raise PadimError(f"layers={layers!r}: expected layer names of {backbone!r} ({list(BACKBONES[backbone].channels)})")
+    return chosen
+
+
+def table1_configs(backbone: str = "resnet18", layers: Sequence[str] | None = None, **common: Any) -> list[ExperimentConfig]:
+    """Table I: each layer alone, the sum of the single-layer models, and PaDiM (concatenation).
+
+    Labels are published.csv's Table I row names ("Layer 1", ..., "Layer 1+2+3", "PaDiM-R18")
+    whatever the backbone, so the book joins them directly; `published_row` carries the same
+    name (empty when the number of layers is not 3, i.e. nothing to compare with).
+    """
+    _check_common(common, "table1_configs")
+    chosen = _layers(backbone, layers)
+    n = len(chosen)
+    comparable = n == 3
+    configs = [
+        ExperimentConfig(backbone=backbone, layers=(layer,), label=f"Layer {i}",
+                         published_row=f"Layer {i}" if comparable else "", **common)
+        for i, layer in enumerate(chosen, start=1)
+    ]
+    if n > 1:
+        sum_label = "Layer " + "+".join(str(i) for i in range(1, n + 1))
+        configs.append(ExperimentConfig(backbone=backbone, layers=chosen, layer_mode="sum", label=sum_label,
+                                        published_row=sum_label if comparable else "", **common))
+        configs.append(ExperimentConfig(backbone=backbone, layers=chosen, label="PaDiM-R18",
+                                        published_row="PaDiM-R18" if comparable else "", **common))
+    return configs
+
+
+PUBLISHED_DIMS = (100, 200)
+
+
+def table2_configs(
+    backbone: str = "resnet18",
+    dims: Sequence[int] = PUBLISHED_DIMS,
+    seeds: Iterable[int] = range(10),
+    layers: Sequence[str] | None = None,
+    **common: Any,
+) -> list[ExperimentConfig]:
+    """Table II: Rd d over seeds, PCA d, and all dimensions (concatenated layers).
+
+    Labels name what runs ("Rd 50", "PCA 50", "all (176)"). `published_row` names the Table II
+    row it is compared with: by value when every d is a published one (100, 200), otherwise by
+    rank (first d <-> "Rd 100"/"PCA 100", second <-> "Rd 200"/"PCA 200", further ones none);
+    "all (D)" <-> "all (448)". So the claims ("Rd beats PCA at equal d") are tested on any
+    backbone, and the book shows the paper's figure beside the run's closest analogue.
+    """
+    from padim_lib.features import BACKBONES
+
+    _check_common(common, "table2_configs")
+    chosen = _layers(backbone, layers)
+    total = sum(BACKBONES[backbone].channels[x] for x in chosen)
+    dims = [int(d) for d in dims]
+    seeds = [int(s) for s in seeds]
+    bad = [d for d in dims if not 1 <= d < total]
+    if bad or len(set(dims)) != len(dims):
+        raise PadimError(f"dims={dims}: expected distinct sizes in 1..{total - 1} ({backbone} {list(chosen)} has {total} d)")
+    if not seeds:
+        raise PadimError("seeds is empty; expected at least one seed for the Rd configurations")
+    by_value = all(d in PUBLISHED_DIMS for d in dims)
+    configs = []
+    for rank, d in enumerate(dims):
+        ref = d if by_value else (PUBLISHED_DIMS[rank] if rank < len(PUBLISHED_DIMS) else None)
+        configs += [
+            ExperimentConfig(backbone=backbone, layers=chosen, reduce=f"random:{d}", seed=s, label=f"Rd {d}",
+                             published_row=f"Rd {ref}" if ref else "", **common)
+            for s in seeds
+        ]
+        configs.append(ExperimentConfig(backbone=backbone, layers=chosen, reduce=f"pca:{d}", label=f"PCA {d}",
+                                        published_row=f"PCA {ref}" if ref else "", **common))
+    configs.append(ExperimentConfig(backbone=backbone, layers=chosen, label=f"all ({total})",
+                                    published_row="all (448)", **common))
+    return configs
+
+
+def label_rows(rows: pd.DataFrame, configs: Sequence[ExperimentConfig]) -> pd.DataFrame:
+    """The rows of `configs`, labelled as those configs say.
+
+    One computation can serve two tables under two names (Table I's "PaDiM-R18" is Table II's
+    "all (448)"): the store keeps it once, under the first label it was run with. This selects
+    each config's rows by `config_key` (and seed) and sets its label and published_row, so a
+    chapter sees its own names. Configs without rows are skipped.
+    """
+    if rows.empty:
+        return rows
+    parts = []
+    for cfg in configs:
+        sel = rows[rows["config_key"] == cfg.key()]  # the key includes the seed where it matters
+        if len(sel):
+            parts.append(sel.assign(label=cfg.label, published_row=cfg.published_row))
+    if not parts:
+        return rows.iloc[0:0]
+    out = pd.concat(parts, ignore_index=True)
+    dup_cols = [c for c in ("data_root", "category", "label", "seed", "metric", "replicate") if c in out.columns]
+    return out.drop_duplicates(dup_cols).reset_index(drop=True)

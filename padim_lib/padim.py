@@ -1,0 +1,615 @@
+"""PaDiM (Defard et al., 2020): one Gaussian per patch position over pretrained CNN embeddings.
+
+`PaDiM` is the estimator (parameters in __init__, work in fit/predict, sklearn-style);
+`PaDiMModel` is the fitted torch state (buffers), saved and loaded by `PaDiM.save` / `PaDiM.load`.
+
+Pipeline, with B images, layer maps (B, C_l, h_l, w_l), grid h x w = P positions, embedding D:
+1. Embedding: the layers' maps aligned on the finest grid (nearest) and concatenated -> (B, C, h, w).
+2. Reduction (optional): `reduce="random:d"` keeps d channels drawn once with torch.Generator(seed)
+   (indices kept as a buffer); `reduce="pca:d"` projects on the top-d principal axes of all the
+   training vectors (every image, every position).
+3. Fit: per position, mean and covariance (N-1 divisor, + eps I) streamed batch by batch
+   (`gaussian.StreamingGaussian`), then the inverse Cholesky factor L^-1 (float32).
+4. Predict: Mahalanobis distance ||L^-1 (x - mu)|| per position -> (B, h, w); bicubic upsample to
+   the input size, Gaussian filter sigma; image score = max of the map.
+
+Streaming and passes: memory does not grow with the number of training images. `reduce="pca:d"`
+needs two passes over the training data: the first accumulates the C x C covariance of all
+training vectors (float64) for the PCA basis, the second fits the per-position Gaussians in the
+projected space. With `fit(images)` the backbone therefore runs twice; with `fit_features` the
+feature batches must be re-iterable (a list, a DataLoader-backed iterable), not a one-shot generator.
+
+Layer modes: "concat" is PaDiM (one model on the concatenated embedding); "sum" fits one model
+per layer and sums their maps (the paper's "Layer 1+2+3"): each distance grid is upsampled to
+the input size, the upsampled maps are summed, and the sum is smoothed once (smoothing and the
+sum commute, both being linear, so this equals summing smoothed maps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from torch import nn
+from tqdm.auto import tqdm
+
+import padim_lib
+from padim_lib.errors import PadimError
+from padim_lib.gaussian import CHUNK_BYTES, StreamingGaussian, choose_dtype, inverse_cholesky, mahalanobis
+from padim_lib.postprocess import gaussian_blur, image_scores, upsample
+
+LAYER_MODES = ("concat", "sum")
+REDUCTIONS = ("random", "pca")
+ACCUMULATE_DTYPES = ("auto", "float64", "float32")
+FORMAT = "padim_lib.model"
+FORMAT_VERSION = 1
+
+FeatureBatch = Mapping[str, torch.Tensor]
+
+
+def parse_reduce(reduce: str | None) -> tuple[str | None, int | None]:
+    """"random:100" -> ("random", 100); "pca:100" -> ("pca", 100); None -> (None, None)."""
+    if reduce is None:
+        return None, None
+    kind, _, dim = str(reduce).partition(":")
+    if kind not in REDUCTIONS or not dim.isdigit() or int(dim) < 1:
+        raise PadimError(f"reduce={reduce!r}; expected None, 'random:D' or 'pca:D' with D a positive integer")
+    return kind, int(dim)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; other values as torch.device understands them."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise PadimError(f"device={device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+
+
+def reduce_embedding(
+    embedding: torch.Tensor,
+    channel_index: torch.Tensor | None = None,
+    pca_mean: torch.Tensor | None = None,
+    pca_components: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Embedding (B, C, h, w) -> position vectors (B, P, D), reduced by channel index (D,) or PCA
+    (pca_mean (C,), pca_components (D, C)); unreduced when neither is given (D = C)."""
+    if channel_index is not None:
+        embedding = embedding.index_select(1, channel_index)
+    x = embedding.flatten(2).transpose(1, 2)  # (B, P, C)
+    if pca_components is not None:
+        x = (x - pca_mean) @ pca_components.T
+    return x
+
+
+class PaDiMModel(nn.Module):
+    """Fitted state of one Gaussian-per-position model: buffers mean (P, D), factor L^-1 (P, D, D),
+    and the reduction (channel_index (D,) or pca_mean (C,) + pca_components (D, C)) if any.
+
+    forward(embedding (B, C, h, w)) -> Mahalanobis distances (B, h, w).
+    """
+
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        factor: torch.Tensor,
+        grid: tuple[int, int],
+        *,
+        channel_index: torch.Tensor | None = None,
+        pca_mean: torch.Tensor | None = None,
+        pca_components: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        p, d = mean.shape
+        if factor.shape != (p, d, d) or grid[0] * grid[1] != p:
+            raise PadimError(
+                f"inconsistent PaDiM state: mean {tuple(mean.shape)}, factor {tuple(factor.shape)}, grid {tuple(grid)}"
+            )
+        if channel_index is not None and channel_index.shape != (d,):
+            raise PadimError(f"inconsistent PaDiM state: channel_index {tuple(channel_index.shape)} for D = {d}")
+        if pca_components is not None and (pca_components.shape[0] != d or pca_mean is None):
+            raise PadimError(f"inconsistent PaDiM state: pca_components {tuple(pca_components.shape)} for D = {d}")
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.register_buffer("mean", mean)
+        self.register_buffer("factor", factor)
+        self.register_buffer("channel_index", channel_index)
+        self.register_buffer("pca_mean", pca_mean)
+        self.register_buffer("pca_components", pca_components)
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[1]
+
+    def reduce(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> (B, P, D) with this model's reduction."""
+        return reduce_embedding(embedding, self.channel_index, self.pca_mean, self.pca_components)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = embedding.shape
+        if (h, w) != self.grid:
+            raise PadimError(
+                f"feature grid {h}x{w} differs from the {self.grid[0]}x{self.grid[1]} grid the model was "
+                "fitted on; predict on images of the size used for fitting"
+            )
+        x = self.reduce(embedding.to(self.mean.device, self.mean.dtype))
+        return mahalanobis(x, self.mean, self.factor).reshape(b, h, w)
+
+
+def _images_of(item: Any) -> torch.Tensor:
+    """The image tensor of a data item or batch: a dict's "image", a tensor, or a tuple's first element."""
+    if isinstance(item, Mapping):
+        if "image" not in item:
+            raise PadimError(f"data items are dicts without an 'image' key (keys: {sorted(item)})")
+        return item["image"]
+    if isinstance(item, torch.Tensor):
+        return item
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
+        return item[0]
+    raise PadimError(f"cannot find images in a data item of type {type(item).__name__}")
+
+
+def _collate_images(items: list) -> torch.Tensor:
+    # Only the images are needed for fit/predict: skip collating masks, paths and labels.
+    return torch.stack([_images_of(it) for it in items])
+
+
+class _ImageBatches:
+    """Re-iterable batches of images (B, 3, H, W) from a Tensor (N, 3, H, W), a Dataset of dicts or
+    tensors, or a DataLoader; at most `limit` images (the first ones)."""
+
+    def __init__(self, data: Any, batch_size: int, limit: int | None = None):
+        self.data, self.batch_size, self.limit = data, batch_size, limit
+        if isinstance(data, torch.Tensor):
+            if data.ndim != 4 or data.shape[1] != 3:
+                raise PadimError(f"data: expected images of shape (N, 3, H, W), got {tuple(data.shape)}")
+            self.kind = "tensor"
+        elif isinstance(data, torch.utils.data.DataLoader):
+            self.kind = "loader"
+        elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+            self.kind = "dataset"
+        else:
+            raise PadimError(f"data: expected a Tensor (N, 3, H, W), a Dataset or a DataLoader, got {type(data).__name__}")
+
+    def num_images(self) -> int | None:
+        try:
+            n = len(self.data.dataset) if self.kind == "loader" else len(self.data)
+        except TypeError:
+            return None
+        return n if self.limit is None else min(n, self.limit)
+
+    def __len__(self) -> int:
+        """Number of batches (for progress bars)."""
+        if self.kind == "loader":
+            return len(self.data)
+        return -(-self.num_images() // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.kind == "tensor":
+            data = self.data if self.limit is None else self.data[: self.limit]
+            yield from data.split(self.batch_size)
+            return
+        if self.kind == "loader":
+            batches = (_images_of(b) for b in self.data)
+        else:
+            n = self.num_images()
+            subset = self.data if n == len(self.data) else torch.utils.data.Subset(self.data, range(n))
+            batches = iter(
+                torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_images)
+            )
+        seen = 0
+        for images in batches:
+            if self.limit is not None:
+                images = images[: self.limit - seen]
+                if len(images) == 0:
+                    return
+            seen += len(images)
+            yield images
+
+
+class _FeatureStream:
+    """Re-iterable per-layer features of image batches: yields dict layer -> (B, C_l, h_l, w_l).
+    Records the image size and rejects batches of another size."""
+
+    def __init__(self, extractor: nn.Module, images: _ImageBatches, device: torch.device, expected=None):
+        self.extractor, self.images, self.device = extractor, images, device
+        self.image_size: tuple[int, int] | None = expected
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for images in self.images:
+            size = tuple(images.shape[-2:])
+            if self.image_size is None:
+                self.image_size = size
+            elif size != self.image_size:
+                raise PadimError(
+                    f"images are {size[0]}x{size[1]} but the model expects {self.image_size[0]}x{self.image_size[1]} "
+                    "(the size used for fitting); use the same preprocessing for fit and predict"
+                )
+            with torch.no_grad():
+                yield self.extractor(images.to(self.device))
+
+
+def _progress(iterable: Iterable, desc: str, enabled: bool):
+    total = len(iterable) if hasattr(iterable, "__len__") else None
+    # A single batch needs no bar (e.g. evaluate() calling predict batch by batch).
+    return tqdm(iterable, desc=desc, total=total, disable=not enabled or total == 1, leave=False)
+
+
+def _embedding(feats: FeatureBatch, layers: Sequence[str]) -> torch.Tensor:
+    """Aligned, concatenated embedding of `layers` from one feature batch -> (B, C, h, w)."""
+    from padim_lib.features import align_concat
+
+    maps = []
+    for name in layers:
+        if name not in feats:
+            raise PadimError(f"feature batch lacks layer {name!r} (has {sorted(feats)})")
+        t = feats[name]
+        if t.ndim != 4:
+            raise PadimError(f"features of layer {name!r} must be (B, C, h, w), got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise PadimError(f"features of layer {name!r} contain NaN or inf values")
+        maps.append(t)
+    return maps[0] if len(maps) == 1 else align_concat(maps)
+
+
+class PaDiM(BaseEstimator):
+    """PaDiM anomaly detector (sklearn-style: parameters as given, validated in fit).
+
+    backbone: a name from padim_lib.features.BACKBONES; layers: None = the backbone's defaults.
+    layer_mode: "concat" (PaDiM) | "sum" (one model per layer, maps summed).
+    reduce: None | "random:d" | "pca:d". eps: covariance regulariser. sigma: map smoothing (0 = none).
+    device: "auto" (CUDA when available) | "cpu" | "cuda[:N]". max_train: use the first N training images.
+    accumulate_dtype: "auto" | "float64" | "float32", the fit's accumulator (see padim_lib.gaussian).
+    meta: JSON-able dict the caller may fill (preprocessing, data); saved and loaded verbatim.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        layers: Sequence[str] | None = None,
+        layer_mode: str = "concat",
+        reduce: str | None = None,
+        eps: float = 0.01,
+        sigma: float = 4.0,
+        device: str = "auto",
+        batch_size: int = 16,
+        seed: int = 0,
+        pretrained: bool = True,
+        weights: str | os.PathLike | None = None,
+        max_train: int | None = None,
+        accumulate_dtype: str = "auto",
+        progress: bool = True,
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.layer_mode = layer_mode
+        self.reduce = reduce
+        self.eps = eps
+        self.sigma = sigma
+        self.device = device
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pretrained = pretrained
+        self.weights = weights
+        self.max_train = max_train
+        self.accumulate_dtype = accumulate_dtype
+        self.progress = progress
+        self.meta: dict = {}
+
+    # ----------------------------------------------------------------- parameters
+    def _check_params(self) -> None:
+        """Validate the parameters; set layers_, groups_, device_. Errors name the parameter."""
+        from padim_lib.features import BACKBONES, available_backbones
+
+        if self.backbone not in BACKBONES:
+            raise PadimError(f"backbone={self.backbone!r} is unknown; expected one of {available_backbones()}")
+        spec = BACKBONES[self.backbone]
+        layers = spec.default_layers if self.layers is None else self.layers
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        if not layers or len(set(layers)) != len(layers):
+            raise PadimError(f"layers={self.layers!r}; expected distinct layer names")
+        unknown = [name for name in layers if name not in spec.channels]
+        if unknown:
+            raise PadimError(
+                f"layers={list(layers)}: backbone {self.backbone!r} has no layer {unknown[0]!r}; "
+                f"expected names among {list(spec.channels)}"
+            )
+        if self.layer_mode not in LAYER_MODES:
+            raise PadimError(f"layer_mode={self.layer_mode!r}; expected one of {list(LAYER_MODES)}")
+        kind, dim = parse_reduce(self.reduce)
+        groups = (layers,) if self.layer_mode == "concat" else tuple((name,) for name in layers)
+        for group in groups:
+            channels = sum(spec.channels[name] for name in group)
+            if dim is not None and dim > channels:
+                raise PadimError(
+                    f"reduce={self.reduce!r} asks for {dim} dimensions but the embedding of {list(group)} "
+                    f"has {channels}; expected d <= {channels}"
+                )
+        if not (isinstance(self.eps, (int, float)) and np.isfinite(self.eps) and self.eps >= 0):
+            raise PadimError(f"eps={self.eps!r}; expected a finite number >= 0")
+        if not (isinstance(self.sigma, (int, float)) and np.isfinite(self.sigma) and self.sigma >= 0):
+            raise PadimError(f"sigma={self.sigma!r}; expected a finite number >= 0 (0 = no smoothing)")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise PadimError(f"batch_size={self.batch_size!r}; expected an integer >= 1")
+        if not isinstance(self.seed, (int, np.integer)):
+            raise PadimError(f"seed={self.seed!r}; expected an integer")
+        if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 2):
+            raise PadimError(f"max_train={self.max_train!r}; expected None or an integer >= 2")
+        if self.accumulate_dtype not in ACCUMULATE_DTYPES:
+            raise PadimError(f"accumulate_dtype={self.accumulate_dtype!r}; expected one of {list(ACCUMULATE_DTYPES)}")
+        if not isinstance(self.meta, dict):
+            raise PadimError(f"meta must be a dict, got {type(self.meta).__name__}")
+        self.layers_ = layers
+        self.groups_ = groups
+        self.device_ = resolve_device(self.device)
+
+    def _extractor(self) -> nn.Module:
+        """The frozen backbone, built once (lazily: a loaded model needs it only to predict images)."""
+        from padim_lib.features import FeatureExtractor
+
+        ext = getattr(self, "_extractor_", None)
+        if ext is None:
+            ext = FeatureExtractor(self.backbone, self.layers_, pretrained=self.pretrained, weights=self.weights)
+            ext = self._extractor_ = ext.to(self.device_).eval()
+        return ext
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, data: Any) -> PaDiM:
+        """Fit on training images: a Dataset of dicts (key "image"), a DataLoader, or a Tensor (N, 3, H, W)."""
+        self._check_params()
+        images = _ImageBatches(data, self.batch_size, self.max_train)
+        n = images.num_images()
+        if n is not None and n < 2:
+            raise PadimError(f"fit needs at least 2 training images, got {n}")
+        stream = _FeatureStream(self._extractor(), images, self.device_)
+        self._fit_stream(stream)
+        self.image_size_ = stream.image_size
+        return self
+
+    def fit_features(self, batches: Iterable[FeatureBatch]) -> PaDiM:
+        """Fit on precomputed per-layer features: an iterable of dicts layer -> (B, C_l, h_l, w_l).
+
+        With reduce="pca:d" the iterable is read twice, so it must be re-iterable (e.g. a list).
+        """
+        self._check_params()
+        self._fit_stream(batches)
+        self.image_size_ = None
+        return self
+
+    def _fit_stream(self, batches: Iterable[FeatureBatch]) -> None:
+        kind, dim = parse_reduce(self.reduce)
+        if kind == "pca" and iter(batches) is batches:
+            raise PadimError(
+                f"reduce={self.reduce!r} needs two passes over the training features (PCA basis, then "
+                "Gaussians); pass a re-iterable (a list, a Dataset-backed iterable), not a one-shot iterator"
+            )
+        reducers = self._fit_pca(batches, dim) if kind == "pca" else [{} for _ in self.groups_]
+        generator = torch.Generator().manual_seed(int(self.seed))
+        gaussians: list[StreamingGaussian | None] = [None] * len(self.groups_)
+        grids: list[tuple[int, int]] = [(0, 0)] * len(self.groups_)
+        dtypes: list[str] = [""] * len(self.groups_)
+        count = 0
+        with torch.no_grad():
+            for feats in _progress(batches, "PaDiM fit", self.progress):
+                for g, group in enumerate(self.groups_):
+                    emb = _embedding(feats, group).to(self.device_, torch.float32)
+                    b, c, h, w = emb.shape
+                    if gaussians[g] is None:
+                        if dim is not None and dim > c:
+                            raise PadimError(
+                                f"reduce={self.reduce!r} asks for {dim} dimensions but the embedding of "
+                                f"{list(group)} has {c}"
+                            )
+                        if kind == "random":
+                            index = torch.randperm(c, generator=generator)[:dim].sort().values
+                            reducers[g] = {"channel_index": index.to(self.device_)}
+                        d = dim or c
+                        dtype = choose_dtype(h * w, d, self.accumulate_dtype)
+                        gaussians[g] = StreamingGaussian(h * w, d, dtype=dtype, device=self.device_)
+                        dtypes[g] = str(dtype).removeprefix("torch.")
+                        grids[g] = (h, w)
+                    elif (h, w) != grids[g]:
+                        raise PadimError(
+                            f"feature grid of {list(group)} changed from {grids[g][0]}x{grids[g][1]} to {h}x{w} "
+                            "between training batches; all training images must have the same size"
+                        )
+                    gaussians[g].update(reduce_embedding(emb, **reducers[g]))
+                count += b
+        if count < 2:
+            raise PadimError(f"fit needs at least 2 training images, got {count}")
+        models = []
+        for g in range(len(self.groups_)):
+            gauss = gaussians[g]
+            mean = gauss.mean.to(torch.float32)
+            cov = gauss.covariance(self.eps, inplace=True)  # reuses the accumulator's memory
+            gaussians[g] = gauss = None  # drop the last reference so the buffer dies with the factor
+            # float32 accumulator: overwrite in place (peak ~1x); float64: write into a float32 factor.
+            out = cov if cov.dtype == torch.float32 else torch.empty(cov.shape, dtype=torch.float32, device=cov.device)
+            factor = inverse_cholesky(cov, out=out)
+            del cov
+            models.append(PaDiMModel(mean, factor, grids[g], **reducers[g]))
+        self.model_ = nn.ModuleList(models)
+        self.n_train_ = count
+        self.accumulate_dtypes_ = dtypes
+
+    def _fit_pca(self, batches: Iterable[FeatureBatch], dim: int) -> list[dict[str, torch.Tensor]]:
+        """First pass for reduce="pca:d": the C x C covariance of all training vectors (every image and
+        position, float64, streamed) -> per group pca_mean (C,) and pca_components (d, C)."""
+        stats: list[StreamingGaussian | None] = [None] * len(self.groups_)
+        with torch.no_grad():
+            for feats in _progress(batches, "PaDiM PCA pass", self.progress):
+                for g, group in enumerate(self.groups_):
+                    emb = _embedding(feats, group).to(self.device_)
+                    c = emb.shape[1]
+                    if stats[g] is None:
+                        if dim > c:
+                            raise PadimError(
+                                f"reduce={self.reduce!r} asks for {dim} dimensions but the embedding of "
+                                f"{list(group)} has {c}"
+                            )
+                        stats[g] = StreamingGaussian(1, c, dtype=torch.float64, device=self.device_)
+                    vectors = emb.flatten(2).transpose(1, 2).reshape(-1, 1, c)  # (B*P, 1, C): samples
+                    for chunk in vectors.split(max(1, CHUNK_BYTES // (8 * c))):
+                        stats[g].update(chunk)
+        reducers = []
+        for st in stats:
+            if st is None or st.count < 2:
+                raise PadimError("fit needs at least 2 training images, got fewer")
+            _, vecs = torch.linalg.eigh(st.covariance(eps=0.0)[0])  # ascending eigenvalues
+            comps = vecs[:, -dim:].flip(1).T  # (d, C), largest variance first
+            # Deterministic signs: the largest-magnitude entry of each axis is positive (as sklearn does).
+            signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+            reducers.append(
+                {
+                    "pca_mean": st.mean[0].to(torch.float32),
+                    "pca_components": (comps * signs).to(torch.float32).contiguous(),
+                }
+            )
+        return reducers
+
+    # ----------------------------------------------------------------- predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise PadimError("this PaDiM model is not fitted yet; call fit() or PaDiM.load() first")
+
+    def _maps(self, feats: FeatureBatch, size: tuple[int, int]) -> torch.Tensor:
+        """Anomaly maps (B, H, W) float32 of one feature batch: per-model distances upsampled to
+        `size` and summed ("sum" mode; one model in "concat" mode), then smoothed once."""
+        total = None
+        for group, model in zip(self.groups_, self.model_, strict=True):
+            dist = model(_embedding(feats, group))  # (B, h, w)
+            up = upsample(dist, size)
+            total = up if total is None else total + up
+        return gaussian_blur(total, float(self.sigma))
+
+    def predict_features(
+        self, batches: Iterable[FeatureBatch], image_size: int | tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (N, H, W) float32 and scores (N,) float32 from per-layer feature batches of images
+        of size `image_size` (H, W)."""
+        self._check_fitted()
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if self.image_size_ is not None and size != self.image_size_:
+            raise PadimError(
+                f"image_size={size} differs from the {self.image_size_} images the model was fitted on"
+            )
+        return self._predict_stream(batches, size)
+
+    def predict(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (N, H, W) float32 and image scores (N,) float32 of test images (same forms as fit)."""
+        self._check_fitted()
+        images = _ImageBatches(data, self.batch_size)
+        stream = _FeatureStream(self._extractor(), images, self.device_, expected=self.image_size_)
+        return self._predict_stream(stream, None)
+
+    def _predict_stream(self, batches: Iterable[FeatureBatch], size) -> tuple[np.ndarray, np.ndarray]:
+        maps = []
+        with torch.no_grad():
+            for feats in _progress(batches, "PaDiM predict", self.progress):
+                # With images, the stream knows the input size only once it has read a batch.
+                m = self._maps(feats, size or batches.image_size)
+                maps.append(m.to("cpu", torch.float32))
+        if not maps:
+            return np.zeros((0, 0, 0), np.float32), np.zeros(0, np.float32)
+        out = torch.cat(maps)
+        return out.numpy(), image_scores(out).numpy()
+
+    # ----------------------------------------------------------------- save / load
+    def _metadata(self) -> dict:
+        import torchvision
+
+        params = self.get_params()
+        params["layers"] = None if self.layers is None else list(self.layers_)
+        params["weights"] = None if self.weights is None else str(self.weights)
+        return {
+            "params": params,
+            "layers": list(self.layers_),
+            "groups": [list(g) for g in self.groups_],
+            "grids": [list(m.grid) for m in self.model_],
+            "image_size": None if self.image_size_ is None else list(self.image_size_),
+            "n_train": self.n_train_,
+            "accumulate_dtypes": self.accumulate_dtypes_,
+            "versions": {
+                "padim_lib": padim_lib.__version__,
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+            },
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model (tensors + JSON metadata) to one file, atomically.
+        Read it back with PaDiM.load (torch.load(weights_only=True))."""
+        self._check_fitted()
+        try:
+            metadata = json.dumps(self._metadata(), sort_keys=True)
+        except TypeError as exc:
+            raise PadimError(f"meta must hold JSON-serialisable values only: {exc}") from exc
+        tensors = {
+            f"{g}.{name}": buf.detach().cpu().contiguous()
+            for g, model in enumerate(self.model_)
+            for name, buf in model.named_buffers()
+        }
+        payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata, "tensors": tensors}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(payload, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> PaDiM:
+        """Read a model written by save(); `device` overrides the saved one."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged file (zip, pickle, EOF...)
+            raise PadimError(f"{path}: not a readable padim_lib model file ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise PadimError(f"{path}: not a padim_lib model file (no '{FORMAT}' format marker)")
+        version = payload.get("format_version")
+        if version != FORMAT_VERSION:
+            raise PadimError(
+                f"{path}: model file format version {version!r}; this padim_lib {padim_lib.__version__} "
+                f"reads version {FORMAT_VERSION}; refit the model"
+            )
+        try:
+            meta = json.loads(payload["metadata"])
+            params = dict(meta["params"], device=device)
+            if params["layers"] is not None:
+                params["layers"] = tuple(params["layers"])
+            est = cls(**params)
+            est._check_params()
+            tensors = payload["tensors"]
+            models = []
+            for g, grid in enumerate(meta["grids"]):
+                state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(g)}
+                mean, factor = state.pop("mean"), state.pop("factor")
+                models.append(PaDiMModel(mean, factor, tuple(grid), **state))
+            if len(models) != len(est.groups_):
+                raise PadimError(f"{len(models)} fitted models for {len(est.groups_)} layer groups")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PadimError(f"{path}: corrupt padim_lib model file ({type(exc).__name__}: {exc})") from exc
+        est.model_ = nn.ModuleList(models).to(est.device_)
+        est.image_size_ = None if meta["image_size"] is None else tuple(meta["image_size"])
+        est.n_train_ = meta["n_train"]
+        est.accumulate_dtypes_ = meta["accumulate_dtypes"]
+        est.meta = meta["meta"]
+        return est

@@ -1,0 +1,78 @@
+"""Fixtures shared by test_book.py and test_browser.py (loaded with `pytest_plugins`).
+
+`built_book` runs the whole book once per session, with tiny parameters, in a copy of the
+project under a temporary folder: every chapter through papermill, then jupyter-book in strict
+mode (a Sphinx warning fails the build). The repository's own book/_executed and _build are
+never touched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CLASSES = ["brick", "washer"]  # one texture, one object: every group (textures/objects/all) exists
+
+
+def tiny_parameters(data_root: Path, results_dir: Path) -> dict:
+    """Small enough for seconds per chapter, large enough for every figure and statistic."""
+    return {
+        "data_root": str(data_root),
+        "classes": None,
+        "dims": [8, 16],
+        "seeds": 2,
+        "bootstrap": 5,
+        "results_dir": str(results_dir),
+        "resize": 72,
+        "crop": 64,
+        "device": "cpu",
+    }
+
+
+def copy_project(dest: Path) -> Path:
+    """The book's sources (config, toc, book/*) copied to `dest`; returns `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, dest / name)
+    (dest / "book").mkdir(exist_ok=True)
+    for path in (REPO / "book").iterdir():
+        if path.is_file() and path.suffix in (".ipynb", ".md", ".bib"):
+            shutil.copy2(path, dest / "book" / path.name)
+    return dest
+
+
+def make_tiny_data(dest: Path) -> Path:
+    from padim_lib.datasets import make_synthetic
+
+    return make_synthetic(dest, seed=0, n_train=6, n_test_good=2, n_test_defect=4, size=72,
+                          categories=TINY_CLASSES)
+
+
+@dataclass
+class BuiltBook:
+    root: Path
+    index: Path
+    params: dict
+    log: list[str]
+
+    def executed(self, stem: str) -> Path:
+        return self.root / "book" / "_executed" / f"{stem}.ipynb"
+
+    def page(self, stem: str) -> Path:
+        return self.root / "_build" / "html" / "book" / "_executed" / f"{stem}.html"
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> BuiltBook:
+    from padim_lib.book import build_book
+
+    root = copy_project(tmp_path_factory.mktemp("book"))
+    data = make_tiny_data(root / "data" / "tiny")
+    params = tiny_parameters(data, root / "results")
+    log: list[str] = []
+    index = build_book("embedded", params=params, root=root, log=log.append, stream_output=False, strict=True)
+    return BuiltBook(root, index, params, log)

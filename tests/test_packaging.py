@@ -1,0 +1,72 @@
+"""The project's declared dependencies: pyproject.toml and environment.yml agree; the CLI is wired."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+# conda-forge names that differ from the PyPI distribution they stand for
+CONDA_TO_PIP = {"pytorch": "torch", "distributed": "dask[distributed]"}
+
+
+def _pyproject_requirements() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = data["project"]["dependencies"] + data["project"]["optional-dependencies"]["dev"]
+    out = {}
+    for text in reqs:
+        r = Requirement(text)
+        name = r.name.lower() + (f"[{','.join(sorted(r.extras))}]" if r.extras else "")
+        out[name] = str(r.specifier)
+    return out
+
+
+def _conda_requirements() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    out = {}
+    for dep in env["dependencies"]:
+        items = dep["pip"] if isinstance(dep, dict) else [dep]
+        for text in items:
+            if text.startswith("-e") or text in ("pip",) or text.startswith("python="):
+                continue
+            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)(.*)", text.strip())
+            name, spec = m.group(1).lower(), m.group(2).strip()
+            if name == "dask":  # conda's dask + distributed together are pip's dask[distributed]
+                continue
+            out[CONDA_TO_PIP.get(name, name)] = str(Requirement(f"x{spec}").specifier)
+    return out
+
+
+def test_environment_yml_matches_pyproject():
+    pip, conda = _pyproject_requirements(), _conda_requirements()
+    assert set(pip) == set(conda), f"only in pyproject: {set(pip) - set(conda)}; only in environment.yml: {set(conda) - set(pip)}"
+    for name, spec in pip.items():
+        assert conda[name] == spec, f"{name}: pyproject says {spec!r}, environment.yml says {conda[name]!r}"
+
+
+def test_environment_yml_pins_python_311_and_installs_project():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "-e ." in pip_section
+
+
+def test_console_script_and_module_entry_agree():
+    help_module = subprocess.run([sys.executable, "-m", "padim_lib", "--help"], capture_output=True, text=True)
+    assert help_module.returncode == 0, help_module.stderr
+    for command in ("synth", "download", "fit", "evaluate", "book", "sweep"):
+        assert command in help_module.stdout
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert data["project"]["scripts"]["padim"] == "padim_lib.cli:main"
+
+
+def test_ci_calls_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make book" in readme and "make test" in readme

@@ -1,0 +1,209 @@
+"""The synthetic data set: layout, exact masks, determinism, idempotence, atomic writes, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from padim_lib.datasets import AnomalyFolder, Preprocess, category_kinds, list_categories, make_synthetic
+from padim_lib.datasets import synthetic
+from padim_lib.datasets.synthetic import CLASS_NAMES, DEFECT_TYPES, render_sample
+from padim_lib.errors import PadimError
+
+SMALL = dict(n_train=3, n_test_good=2, n_test_defect=5, size=64)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("syn") / "set", seed=0, **SMALL)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_class_names_are_stable():
+    assert synthetic.TEXTURE_CLASSES == ("brick", "gravel")
+    assert synthetic.OBJECT_CLASSES == ("washer", "chip")
+
+
+def test_layout_and_manifest(small_set):
+    assert list_categories(small_set) == sorted(CLASS_NAMES)
+    assert category_kinds(small_set) == {"brick": "texture", "gravel": "texture", "washer": "object", "chip": "object"}
+    meta = json.loads((small_set / "dataset.json").read_text())
+    assert meta["seed"] == 0 and meta["generator_version"] == synthetic.GENERATOR_VERSION
+    assert meta["textures"] == ["brick", "gravel"] and meta["objects"] == ["washer", "chip"]
+    pre = Preprocess(resize=64, crop=None)
+    for cat in CLASS_NAMES:
+        train = AnomalyFolder(small_set, cat, "train", pre, masks="require")
+        test = AnomalyFolder(small_set, cat, "test", pre, masks="require")
+        assert len(train) == 3 and train.labels.sum() == 0
+        assert test.has_masks and (test.labels == 0).sum() == 2 and (test.labels == 1).sum() == 5
+        # 5 defects over 4 types: every type is present, the first one twice
+        types = [t for t in test.defect_types if t != "good"]
+        assert sorted(set(types)) == sorted(DEFECT_TYPES[cat]) and types.count(DEFECT_TYPES[cat][0]) == 2
+        assert not (small_set / cat / "ground_truth" / "good").exists()
+        test.verify()  # every mask has its image's size
+
+
+def test_masks_on_disk_match_the_defects(small_set):
+    for cat in CLASS_NAMES:
+        test = AnomalyFolder(small_set, cat, "test", Preprocess(resize=64, crop=None))
+        for item in test.items:
+            if item.label == 0:
+                continue
+            mask = np.asarray(Image.open(item.mask_path))
+            assert mask.shape == (64, 64) and set(np.unique(mask)) == {0, 255}
+            # the on-disk mask is the renderer's exact mask
+            idx = int(Path(item.path).stem)
+            n = sum(t == item.defect_type for t in test.defect_types)
+            s = render_sample(cat, 0, "test", idx, item.defect_type, (idx + 0.5) / n, size=64)
+            np.testing.assert_array_equal(mask > 0, s.mask)
+            np.testing.assert_array_equal(np.asarray(Image.open(item.path).convert("RGB")), s.image)
+
+
+@pytest.mark.parametrize("category", CLASS_NAMES)
+def test_mask_is_exactly_the_changed_pixels(category):
+    for k, defect in enumerate(DEFECT_TYPES[category]):
+        for severity in (0.0, 1.0):
+            s = render_sample(category, 3, "test", k, defect, severity, size=128)
+            changed = (s.image != s.clean).any(axis=-1)
+            np.testing.assert_array_equal(s.mask, changed)
+            assert s.mask.any(), (category, defect, severity)
+            # the defect stays inside the 224/256 centre crop's share of the image
+            ys, xs = np.nonzero(s.mask)
+            assert ys.min() >= 128 * 16 / 256 - 1 and ys.max() < 128 * 240 / 256 + 1
+    good = render_sample(category, 3, "test", 0, "good", size=128)
+    np.testing.assert_array_equal(good.image, good.clean)
+    assert not good.mask.any()
+
+
+def test_severity_spans_subtle_to_obvious():
+    for cat in CLASS_NAMES:
+        for defect in DEFECT_TYPES[cat]:
+            small = [render_sample(cat, 0, "test", i, defect, 0.05, size=128).mask.sum() for i in range(2)]
+            large = [render_sample(cat, 0, "test", i, defect, 0.95, size=128).mask.sum() for i in range(2)]
+            # subtle defects cover under 0.4 % of the image, obvious ones several times more
+            assert np.mean(small) < 0.004 * 128**2 and np.mean(large) > 2.5 * np.mean(small), (cat, defect)
+
+
+def test_normal_images_vary():
+    for cat in CLASS_NAMES:
+        a, b = (render_sample(cat, 0, "train", i, size=64).image.astype(int) for i in (0, 1))
+        assert np.abs(a - b).mean() > 1.0, cat  # nuisance variation: position, lighting, crop
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path, small_set):
+    again = make_synthetic(tmp_path / "again", seed=0, **SMALL)
+    assert _files(again) == _files(small_set)
+    other = _files(make_synthetic(tmp_path / "other", seed=1, **SMALL))
+    first = _files(small_set)
+    assert other.keys() == first.keys()
+    pngs = [k for k in first if k.endswith(".png") and "ground_truth" not in k]
+    assert all(other[k] != first[k] for k in pngs)
+
+
+def test_subset_of_classes_gives_the_same_images(tmp_path, small_set):
+    only = make_synthetic(tmp_path / "washer", seed=0, categories=["washer"], **SMALL)
+    assert list_categories(only) == ["washer"]
+    assert json.loads((only / "dataset.json").read_text())["textures"] == []
+    sub = {k: v for k, v in _files(only).items() if k.startswith("washer/")}
+    full = {k: v for k, v in _files(small_set).items() if k.startswith("washer/")}
+    assert sub == full
+
+
+def test_idempotent_and_regenerates_when_needed(tmp_path):
+    out = tmp_path / "set"
+    params = dict(seed=0, n_train=2, n_test_good=1, n_test_defect=4, size=48, categories=["brick"])
+    make_synthetic(out, **params)
+    probe = out / "brick" / "train" / "good" / "000.png"
+    stamp = probe.stat().st_mtime_ns
+    make_synthetic(out, **params)
+    assert probe.stat().st_mtime_ns == stamp  # nothing rewritten
+    (out / "brick" / "test" / "hole" / "000.png").unlink()  # incomplete -> made again
+    make_synthetic(out, **params)
+    assert (out / "brick" / "test" / "hole" / "000.png").is_file()
+    make_synthetic(out, **{**params, "seed": 5})  # other parameters -> replaced
+    assert json.loads((out / "dataset.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temporary folders left
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = synthetic.render_sample
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_sample", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic(tmp_path / "set", n_train=5, n_test_good=1, n_test_defect=1, size=48, categories=["chip"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_overwrite_other_folders(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(PadimError, match="not a synthetic data set"):
+        make_synthetic(out, **SMALL)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(PadimError, match="valid classes: brick, gravel, washer, chip"):
+        make_synthetic(tmp_path / "x", categories=["bricks"])
+    with pytest.raises(PadimError, match="n_train"):
+        make_synthetic(tmp_path / "x", n_train=0)
+    with pytest.raises(PadimError, match="size"):
+        make_synthetic(tmp_path / "x", size=8)
+    with pytest.raises(PadimError, match="defect type"):
+        render_sample("washer", 0, "test", 0, "hole")
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_passes_out_and_seed(tmp_path, monkeypatch, capsys):
+    from padim_lib import cli
+
+    seen = {}
+
+    def fake(out, seed=0):
+        seen.update(out=out, seed=seed)
+        return make_synthetic(out, seed=seed, categories=["gravel"], **SMALL)
+
+    monkeypatch.setattr(synthetic, "make_synthetic", fake)
+    assert cli.main(["synth", "--out", str(tmp_path / "s"), "--seed", "1"]) == 0
+    assert seen == {"out": str(tmp_path / "s"), "seed": 1}
+    assert "ready" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_generates_the_default_set(tmp_path):
+    out = tmp_path / "synthetic"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run(
+        [sys.executable, "-m", "padim_lib", "synth", "--out", str(out), "--seed", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["seed"] == 1 and meta["n_train"] == 60 and meta["size"] == 256
+    for cat in CLASS_NAMES:
+        test = AnomalyFolder(out, cat, "test", masks="require")
+        assert len(AnomalyFolder(out, cat, "train")) == 60
+        assert (test.labels == 0).sum() == 10 and (test.labels == 1).sum() == 20
+    with Image.open(out / "washer" / "test" / "good" / "000.png") as img:
+        assert img.size == (256, 256) and img.mode == "RGB"
