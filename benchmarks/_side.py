@@ -238,7 +238,7 @@ def anomalib_predict(model, test: Dataset) -> tuple[np.ndarray, np.ndarray]:
     for images in image_loader(test):
         out = model(images)
         maps.append(out.anomaly_map[:, 0])
-        scores.append(out.pred_score)
+        scores.append(out.pred_score.reshape(-1))
     return torch.cat(maps).numpy(), torch.cat(scores).numpy()
 
 

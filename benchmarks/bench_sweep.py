@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sweep.py                                  # the whole embedded study
     python benchmarks/bench_sweep.py --classes washer --seeds 2       # a smaller grid
+    python benchmarks/bench_sweep.py --classes washer brick --seeds 1 --max-train 30 --bootstrap 20
     python benchmarks/bench_sweep.py --skip-study --noop-tasks 400    # scheduling overhead only
 
 Part 1 runs the study (examples/study-embedded.yaml, optionally cut down) twice from an empty
@@ -39,8 +40,11 @@ def noop_task(task, cache_dir, *, device, bootstrap, feature_paths):
     return pd.DataFrame({"category": [task.category], "metric": ["pro"], "value": [0.0], "replicate": [-1]}), None
 
 
-def study_tasks(path: Path, classes: list[str] | None, seeds: int | None, max_train: int | None):
+def study_tasks(path: Path, classes: list[str] | None, seeds: int | None, max_train: int | None,
+                bootstrap: int | None):
     study = sweep.load_study(path)
+    if bootstrap is not None:
+        study["bootstrap"] = bootstrap
     if classes:
         study["classes"] = classes
     if seeds is not None:
@@ -57,7 +61,7 @@ def timed(fn, *args, **kwargs) -> float:
 
 
 def bench_study(args: argparse.Namespace, scratch: Path) -> None:
-    study, tasks = study_tasks(args.study, args.classes, args.seeds, args.max_train)
+    study, tasks = study_tasks(args.study, args.classes, args.seeds, args.max_train, args.bootstrap)
     n_features = len({s for t in tasks for s in t.feature_specs()})
     print(f"study {args.study.name}: {len(tasks)} tasks, {n_features} feature jobs, "
           f"classes {sorted({t.category for t in tasks})}, bootstrap {study.get('bootstrap', 200)}", flush=True)
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", nargs="+", default=None, help="only these classes (smaller grid)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 instead of the study's")
     p.add_argument("--max-train", type=int, default=None, help="cap on training images per class")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates instead of the study's")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--noop-tasks", type=int, default=200)
     p.add_argument("--skip-study", action="store_true", help="only measure the per-task overhead")

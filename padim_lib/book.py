@@ -108,7 +108,8 @@ def build_book(
     selected = select_chapters(chapters, only)
     name, values = resolve_profile(profile, root, params)
     per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
-    prepare_data(name, values, root, log=log)
+    for data_root in dict.fromkeys(p["data_root"] for p in per_notebook.values() if "data_root" in p):
+        prepare_data(name, data_root, root, log=log)
 
     t0 = time.perf_counter()
     log(f"padim book: profile {name!r}, {len(selected)} notebook(s), root {root}")
@@ -240,6 +241,13 @@ def resnet18_weights_file() -> Path | None:
     return path if path.is_file() else None
 
 
+def declared_parameters(chapters: Sequence[Chapter]) -> dict[str, list[str]]:
+    """Per notebook, the names assigned in its `parameters` cell (papermill's inspection)."""
+    import papermill
+
+    return {c.stem: list(papermill.inspect_notebook(str(c.source))) for c in chapters}
+
+
 def notebook_parameters(
     chapters: Sequence[Chapter], values: Mapping[str, Any], explicit: set[str]
 ) -> dict[str, dict[str, Any]]:
@@ -248,9 +256,7 @@ def notebook_parameters(
     A name in `explicit` (a `-p` override) that none of `chapters` declares is an error that lists
     each notebook's parameters.
     """
-    import papermill
-
-    declared = {c.stem: list(papermill.inspect_notebook(str(c.source))) for c in chapters}
+    declared = declared_parameters(chapters)
     unknown = sorted(n for n in explicit if not any(n in names for names in declared.values()))
     if unknown:
         listing = "; ".join(f"{stem}: {', '.join(names) or '(none)'}" for stem, names in declared.items())
@@ -258,11 +264,9 @@ def notebook_parameters(
     return {stem: {n: values[n] for n in names if n in values} for stem, names in declared.items()}
 
 
-def prepare_data(profile: str, values: Mapping[str, Any], root: Path, *, log: Callable[[str], None]) -> None:
-    """On `embedded`, make the synthetic set if it is missing (what `padim synth` does)."""
-    data_root = values.get("data_root")
-    if data_root is None:
-        return
+def prepare_data(profile: str, data_root: str | os.PathLike, root: Path, *, log: Callable[[str], None]) -> None:
+    """On `embedded`, make the synthetic set if it is missing (what `padim synth` does); otherwise
+    check that `data_root` exists."""
     path = Path(data_root) if Path(data_root).is_absolute() else root / data_root
     if profile == "embedded" and str(data_root) == PROFILES["embedded"]["data_root"]:
         from padim_lib.datasets.synthetic import make_synthetic
@@ -679,13 +683,14 @@ def fmt_ci(value: float, low: float, high: float, digits: int = 1) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def comparison_table(comparison, metrics: Sequence[str] = ("pixel_auroc", "pro"), *, scope: str = "aggregate",
-                     labels: Sequence[str] | None = None, seed_sem: bool = False):
-    """Reproduced (95 % CI) | published | difference per metric, rows (configuration, group).
+def comparison_table(comparison, metric: str, *, labels: Sequence[str] | None = None, seed_sem: bool = False,
+                     groups: Sequence[str] = ("textures", "objects", "all")):
+    """The paper's layout for one metric: rows configurations, columns groups; each cell the
+    reproduced value [95 % CI], then the published value and the difference (p.p.).
 
-    comparison: stats.compare_published output (percent). `scope`: "aggregate" (textures,
-    objects, all) or "class". With `seed_sem`, a column of the seed SEM of the pixel AUROC
-    (fraction, as the paper states it) for configurations run over several seeds.
+    comparison: stats.compare_published output (percent). `seed_sem`: add the SEM over seeds of the
+    "all" value (as a fraction, the paper's scale) for configurations run with several seeds.
+    Returns a pandas Styler (HTML in the book) captioned with the published figures' sources.
     """
     import math
 
@@ -693,39 +698,38 @@ def comparison_table(comparison, metrics: Sequence[str] = ("pixel_auroc", "pro")
 
     from padim_lib.plots import metric_label
 
-    sub = comparison[(comparison["scope"] == scope) & comparison["metric"].isin(metrics)]
+    sub = comparison[comparison["metric"] == metric]
     order = list(labels) if labels is not None else list(dict.fromkeys(sub["label"]))
-    records = []
+    shown = [g for g in groups if (sub["group"] == g).any()]
+    records, sources = {}, []
     for label in order:
-        for group in dict.fromkeys(sub.loc[sub["label"] == label, "group"]):
-            rec: dict[tuple[str, str], str] = {("", "configuration"): label, ("", "group"): group}
-            sources = []
-            for metric in metrics:
-                hit = sub[(sub["label"] == label) & (sub["group"] == group) & (sub["metric"] == metric)]
-                name = metric_label(metric)
-                if hit.empty:
-                    rec.update({(name, "reproduced [95 % CI]"): "", (name, "published"): "", (name, "Δ (p.p.)"): ""})
-                    continue
-                r = hit.iloc[0]
-                pub = r["published"]
-                has_pub = pub is not None and not (isinstance(pub, float) and math.isnan(pub))
-                rec[(name, "reproduced [95 % CI]")] = fmt_ci(r["reproduced"], r["ci_low"], r["ci_high"])
-                rec[(name, "published")] = f"{pub:.1f}" if has_pub else "–"
-                rec[(name, "Δ (p.p.)")] = f"{r['difference']:+.1f}" if has_pub else "–"
-                if has_pub and r.get("source"):
-                    sources.append(str(r["source"]))
-                if seed_sem and metric == "pixel_auroc":
-                    n = int(r.get("n_seeds", 1) or 1)
-                    sem_frac = float(r["seed_sem"]) / 100 if n > 1 else float("nan")
-                    rec[("seeds", "n")] = str(n)
-                    rec[("seeds", "SEM (pixel AUROC)")] = f"{sem_frac:.1e}" if n > 1 else "–"
-            rec[("", "source of published")] = "; ".join(dict.fromkeys(sources)) or "–"
-            records.append(rec)
-    df = pd.DataFrame(records)
-    if df.empty:
-        return df
-    df.columns = pd.MultiIndex.from_tuples(df.columns)
-    return df.set_index([("", "configuration"), ("", "group")]).rename_axis(["configuration", "group"])
+        cells = {}
+        for group in shown:
+            hit = sub[(sub["label"] == label) & (sub["group"] == group)]
+            if hit.empty:
+                cells[group] = ""
+                continue
+            r = hit.iloc[0]
+            text = f"<b>{r['reproduced']:.1f}</b>"
+            if not math.isnan(float(r["ci_low"])):
+                text += f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+            pub = r["published"]
+            if pub is not None and not math.isnan(float(pub)):
+                text += f"<br><small>paper {pub:.1f} · Δ {r['difference']:+.1f}</small>"
+                sources.append(str(r["source"]))
+            cells[group] = text
+        if seed_sem:
+            hit = sub[(sub["label"] == label) & (sub["group"] == "all")]
+            n = int(hit.iloc[0]["n_seeds"]) if len(hit) else 1
+            cells["seeds"] = str(n)
+            cells["SEM over seeds (all)"] = f"{float(hit.iloc[0]['seed_sem']) / 100:.1e}" if n > 1 else "–"
+        records[label] = cells
+    df = pd.DataFrame.from_dict(records, orient="index").rename_axis("configuration")
+    caption = (f"{metric_label(metric)} (%): reproduced [95 % CI]; paper value and difference "
+               f"reproduced − paper in p.p. Published figures: {'; '.join(dict.fromkeys(sources)) or 'none'}.")
+    styles = [{"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.9em;"},
+              {"selector": "td", "props": "text-align: center; white-space: nowrap;"}]
+    return df.style.set_caption(caption).set_table_styles(styles)
 
 
 def class_table(summary, metric: str, labels: Sequence[str] | None = None):
@@ -819,39 +823,53 @@ def claims_table(verdicts):
 # ----------------------------------------------------------------------------- the method chapter
 
 
-def layer_features(extractor, image) -> dict:
-    """Per-layer feature maps of one image (3, H, W): {layer: numpy (C_l, h_l, w_l)}."""
-    import torch
+def class_features(
+    data_root: str | os.PathLike,
+    category: str,
+    *,
+    backbone: str,
+    resize: int = 256,
+    crop: int | None = 224,
+    max_train: int | None = None,
+    results_dir: str | os.PathLike = "results",
+    device: str = "auto",
+) -> tuple[dict, dict]:
+    """(train, test) cached features of one class, as `featcache.load_features` returns them.
 
-    device = next(extractor.parameters()).device
-    with torch.no_grad():
-        feats = extractor(image[None].to(device))
-    return {k: v[0].float().cpu().numpy() for k, v in feats.items()}
-
-
-def patch_vectors(extractor, data, position: tuple[int, int], *, batch_size: int = 16,
-                  max_images: int | None = None):
-    """Embedding vectors at one grid position over a data set: numpy (N, D).
-
-    The embedding is `features.align_concat` of the extractor's layers (finest grid); only the
-    vector at `position` is kept per image, so memory stays N x D.
+    The same files the Table I / II tasks read (`Task.feature_specs`, cache `<results_dir>/features`
+    as `sweep.run` uses it), so the method chapter and the tables share one backbone pass.
     """
+    from padim_lib.config import ExperimentConfig
+    from padim_lib.experiments import Task
+    from padim_lib.featcache import ensure_features, load_features
+
+    task = Task(str(data_root), category, ExperimentConfig(backbone=backbone, resize=resize, crop=crop,
+                                                           max_train=max_train))
+    cache = Path(results_dir).resolve() / "features"
+    train, test = (load_features(ensure_features(s, cache, device=device, progress=False)) for s in task.feature_specs())
+    return train, test
+
+
+def embedding_of(features: Mapping[str, Any], index: int):
+    """The aligned, concatenated embedding (D, h, w) float32 of image `index` of cached features."""
+    from padim_lib.features import align_concat
+
+    return align_concat([f[index : index + 1].float() for f in features.values()])[0]
+
+
+def patch_vectors(features: Mapping[str, Any], position: tuple[int, int], *, batch_size: int = 32):
+    """Embedding vectors at one grid position of every image of cached features: numpy (N, D)."""
     import numpy as np
-    import torch
 
     from padim_lib.features import align_concat
 
-    device = next(extractor.parameters()).device
-    n = len(data) if max_images is None else min(len(data), max_images)
     i, j = position
-    out = []
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            batch = torch.stack([data[k]["image"] for k in range(start, min(n, start + batch_size))])
-            feats = extractor(batch.to(device))
-            emb = align_concat([feats[layer] for layer in extractor.layers])
-            out.append(emb[:, :, i, j].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    n = int(next(iter(features.values())).shape[0])
+    out = [
+        align_concat([f[s : s + batch_size].float() for f in features.values()])[:, :, i, j].numpy()
+        for s in range(0, n, batch_size)
+    ]
+    return np.concatenate(out)
 
 
 def seed_sem_text(summary, labels: Sequence[str], metric: str = "pixel_auroc", group: str = "all") -> str:

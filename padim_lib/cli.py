@@ -25,7 +25,15 @@ def _preprocess(args: argparse.Namespace):
 def cmd_synth(args: argparse.Namespace) -> int:
     from padim_lib.datasets.synthetic import make_synthetic
 
-    out = make_synthetic(args.out, seed=args.seed)
+    out = make_synthetic(
+        args.out,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_test_good=args.n_test_good,
+        n_test_defect=args.n_test_defect,
+        size=args.size,
+        categories=args.categories,
+    )
     print(f"synthetic data set ready at {out}")
     return 0
 
@@ -153,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate the synthetic MVTec-like data set")
     p.add_argument("--out", default="data/synthetic")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=60, help="training images per class")
+    p.add_argument("--n-test-good", type=int, default=10, help="defect-free test images per class")
+    p.add_argument("--n-test-defect", type=int, default=20, help="defective test images per class")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--categories", nargs="+", default=None, help="subset of the synthetic classes")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("download", help="download a data set (MVTec AD)")

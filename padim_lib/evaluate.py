@@ -21,7 +21,11 @@ from padim_lib.metrics import PixelScores, image_auroc
 def metrics_from_maps(labels, scores, masks, maps, fpr_limit: float = 0.3) -> dict[str, float | None]:
     """image_auroc from labels (N,) and scores (N,); pixel_auroc and pro (AU-PRO up to fpr_limit)
     from masks (N, H, W) and maps (N, H, W), or None for both when masks is None."""
-    out: dict[str, float | None] = {"image_auroc": image_auroc(labels, scores), "pixel_auroc": None, "pro": None}
+    out: dict[str, float | None] = {
+        "image_auroc": image_auroc(labels, scores),
+        "pixel_auroc": None,
+        "pro": None,
+    }
     if masks is not None:
         pixels = PixelScores(masks, maps)  # one sort of all pixel scores serves both metrics
         out["pixel_auroc"] = pixels.pixel_auroc()
@@ -40,7 +44,9 @@ def evaluate(model: Any, dataset: Any, *, return_maps: bool = False, progress: b
     if len(dataset) == 0:
         raise PadimError("dataset: the test set is empty")
     has_masks = bool(getattr(dataset, "has_masks", False))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=int(getattr(model, "batch_size", 16)), shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=int(getattr(model, "batch_size", 16)), shuffle=False
+    )
     maps, scores, labels, masks, paths = [], [], [], [], []
     start = time.perf_counter()
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
@@ -62,7 +68,9 @@ def evaluate(model: Any, dataset: Any, *, return_maps: bool = False, progress: b
     fit_s = getattr(model, "meta", {}).get("fit_s")
     if fit_s is not None:
         timings["fit_s"] = fit_s
-    res.update(n_test=len(labels_a), n_good=len(labels_a) - n_defective, n_defective=n_defective, timings=timings)
+    res.update(
+        n_test=len(labels_a), n_good=len(labels_a) - n_defective, n_defective=n_defective, timings=timings
+    )
     if return_maps:
         res.update(maps=maps_a, scores=scores_a, labels=labels_a, masks=masks_a, paths=paths)
     return res

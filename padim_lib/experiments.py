@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,9 @@ ROW_COLUMNS = [
 FPR_LIMIT = 0.3  # PRO integrated up to 30 % FPR (MVTec AD protocol)
 CURVE_POINTS = 1000
 FEATURE_BATCH = 32
+# stats.BootstrapPixelMetrics keeps up to 128 N x N matrices and ~10 arrays of P pixels: beyond
+# this many test images, replicates use metrics.PixelScores (one pass over the pixels each).
+FAST_BOOTSTRAP_MAX_IMAGES = 500
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,30 @@ def bootstrap_weights(category: str, labels: np.ndarray, replicates: int) -> np.
 
 
 # ----------------------------------------------------------------------------- helpers
+class _PixelScoresAdapter:
+    """metrics.PixelScores behind BootstrapPixelMetrics' methods (the fallback for huge test sets)."""
+
+    def __init__(self, masks: np.ndarray, maps: np.ndarray):
+        from padim_lib.metrics import PixelScores
+
+        self.masks, self.maps, self.pixels = masks, maps, PixelScores(masks, maps)
+
+    def pixel_auroc(self, w=None) -> float:
+        return self.pixels.pixel_auroc(w)
+
+    def pro_auc(self, w=None) -> float:
+        return self.pixels.pro_auc(w, fpr_limit=FPR_LIMIT)
+
+    def pro_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.pixels.pro_curve()
+
+    def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, _ = roc_curve(self.masks.ravel(), self.maps.ravel())
+        return fpr, tpr
+
+
 class _Batches:
     """Re-iterable float32 per-layer batches of cached features (PCA reads the training set twice)."""
 
@@ -204,7 +230,8 @@ def run_task(
     feature jobs); otherwise they are made here (and cached in `cache_dir`).
     """
     from padim_lib.datasets import category_kinds
-    from padim_lib.metrics import PixelScores, image_auroc
+    from padim_lib.metrics import image_auroc
+    from padim_lib.stats import BootstrapImageAUROC, BootstrapPixelMetrics
 
     if not isinstance(bootstrap, int) or bootstrap < 0:
         raise PadimError(f"bootstrap={bootstrap!r}; expected a number of replicates >= 0")
@@ -226,19 +253,29 @@ def run_task(
 
     labels, masks = test["labels"], test["masks"]
     t0 = time.perf_counter()
-    pixels = PixelScores(masks, maps) if masks is not None else None
+    # Pixel metrics: BootstrapPixelMetrics (one sort, then O(N^2) per weighting; equal to
+    # metrics.PixelScores up to float rounding) unless the test set is too large for its N x N
+    # matrices; then PixelScores, one pass over all pixels per replicate.
+    pixels: Any = None
+    if masks is not None:
+        if len(labels) <= FAST_BOOTSTRAP_MAX_IMAGES:
+            pixels = BootstrapPixelMetrics(masks, maps, fpr_limit=FPR_LIMIT)
+        else:
+            pixels = _PixelScoresAdapter(masks, maps)
     metrics: dict[str, list[tuple[int, float]]] = {"image_auroc": [(-1, image_auroc(labels, scores))]}
     if pixels is not None:
         metrics["pixel_auroc"] = [(-1, pixels.pixel_auroc())]
-        metrics["pro"] = [(-1, pixels.pro_auc(fpr_limit=FPR_LIMIT))]
+        metrics["pro"] = [(-1, pixels.pro_auc())]
     timings["metrics_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    for b, w in enumerate(bootstrap_weights(task.category, labels, bootstrap)):
-        metrics["image_auroc"].append((b, image_auroc(labels, scores, sample_weight=w)))
+    weights = bootstrap_weights(task.category, labels, bootstrap)
+    if bootstrap:
+        img_boot = BootstrapImageAUROC(labels, scores)
+        metrics["image_auroc"] += [(b, img_boot.auroc(w)) for b, w in enumerate(weights)]
         if pixels is not None:
-            metrics["pixel_auroc"].append((b, pixels.pixel_auroc(w)))
-            metrics["pro"].append((b, pixels.pro_auc(w, fpr_limit=FPR_LIMIT)))
+            metrics["pixel_auroc"] += [(b, pixels.pixel_auroc(w)) for b, w in enumerate(weights)]
+            metrics["pro"] += [(b, pixels.pro_auc(w)) for b, w in enumerate(weights)]
     timings["bootstrap_s"] = time.perf_counter() - t0
 
     kind = category_kinds(task.data_root).get(task.category, "other")
@@ -252,7 +289,9 @@ def run_task(
         columns=ROW_COLUMNS,
     )
 
+    t0 = time.perf_counter()
     artifacts = _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples)
+    timings["artifacts_s"] = time.perf_counter() - t0
     artifacts.update({k: np.asarray(v) for k, v in timings.items()})
     artifacts["n_train"] = np.asarray(len(train["labels"]))
     return rows, artifacts
@@ -270,7 +309,7 @@ def _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples) -> d
     fpr, tpr, _ = roc_curve(labels, scores)
     out["image_roc_fpr"], out["image_roc_tpr"] = fpr.astype(np.float32), tpr.astype(np.float32)
     if pixels is not None:
-        fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=True)
+        fpr, tpr = pixels.roc_curve()
         out["pixel_roc_fpr"], out["pixel_roc_tpr"] = _thin_curve(fpr, tpr)
         fpr, pro = pixels.pro_curve()
         out["pro_fpr"], out["pro"] = _thin_curve(fpr, pro)

@@ -27,7 +27,7 @@ from padim_lib.errors import PadimError
 # The float64 accumulator is used when (P, D, D) float64 fits in this many bytes.
 FLOAT64_BUDGET_BYTES = 2 * 1024**3
 # Temporaries per chunk of positions are kept near this size.
-CHUNK_BYTES = 256 * 1024**2
+CHUNK_BYTES = 64 * 1024**2
 
 
 def choose_dtype(num_positions: int, dim: int, accumulate_dtype: str = "auto") -> torch.dtype:
@@ -57,7 +57,9 @@ class StreamingGaussian:
 
     def __init__(self, num_positions: int, dim: int, *, dtype: torch.dtype = torch.float64, device="cpu"):
         if num_positions < 1 or dim < 1:
-            raise PadimError(f"StreamingGaussian needs num_positions >= 1 and dim >= 1, got {num_positions}, {dim}")
+            raise PadimError(
+                f"StreamingGaussian needs num_positions >= 1 and dim >= 1, got {num_positions}, {dim}"
+            )
         self.num_positions = num_positions
         self.dim = dim
         self.dtype = dtype
@@ -73,7 +75,9 @@ class StreamingGaussian:
     def update(self, x: torch.Tensor) -> None:
         """Merge a batch x (B, P, D) of samples into the running statistics."""
         if self._m2 is None:
-            raise PadimError("StreamingGaussian.update after covariance(inplace=True): the statistics are consumed")
+            raise PadimError(
+                "StreamingGaussian.update after covariance(inplace=True): the statistics are consumed"
+            )
         if x.ndim != 3 or x.shape[1:] != (self.num_positions, self.dim):
             raise PadimError(
                 f"StreamingGaussian.update expects x of shape (B, {self.num_positions}, {self.dim}), got {tuple(x.shape)}"
@@ -103,7 +107,9 @@ class StreamingGaussian:
         cannot be updated afterwards.
         """
         if self._m2 is None:
-            raise PadimError("StreamingGaussian.covariance: the statistics were already consumed (inplace=True)")
+            raise PadimError(
+                "StreamingGaussian.covariance: the statistics were already consumed (inplace=True)"
+            )
         if self.count < 2:
             raise PadimError(f"a covariance needs at least 2 samples, got {self.count}")
         cov = self._m2 if inplace else self._m2.clone()
@@ -114,7 +120,9 @@ class StreamingGaussian:
         return cov
 
 
-def inverse_cholesky(cov: torch.Tensor, chunk: int | None = None, *, out: torch.Tensor | None = None) -> torch.Tensor:
+def inverse_cholesky(
+    cov: torch.Tensor, chunk: int | None = None, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """L^-1 for cov = L L^T, per position: cov (P, D, D) -> (P, D, D) lower-triangular.
 
     Then (x - mu)^T cov^-1 (x - mu) = ||L^-1 (x - mu)||^2. Computed in chunks of positions with

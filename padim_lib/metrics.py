@@ -214,7 +214,12 @@ def _run_ends(sorted_scores: np.ndarray) -> np.ndarray:
 class PixelScores:
     """All pixels of a test set sorted once by score, for pixel AUROC and AU-PRO under many weightings.
 
-    masks, maps: (N, H, W). Keeps 5 bytes per pixel (group id + run-end flag) after construction.
+    masks, maps: (N, H, W). Keeps 5 bytes per pixel (group id + run-end flag) after construction;
+    building it takes ~17 bytes per pixel at peak. Maps whose values are exact in float32 (the usual
+    case) take the fast packed sort; others (e.g. float64 noise) a slower argsort, same results.
+
+    Attributes: num_images N, num_regions R, num_pixels; region_sizes (R,), region_image (R,)
+    (index of the image holding each region); defect_pixels (N,), normal_pixels (N,) per image.
     """
 
     def __init__(self, masks, maps):
@@ -259,6 +264,7 @@ class PixelScores:
             self._run_end = _run_ends(flat[order])
         del key
         self.num_pixels = self._group.size
+        self._num_runs = int(np.count_nonzero(self._run_end))  # distinct scores
 
     # -- cumulative pass ------------------------------------------------------------------
     def _check_classes(self, w: np.ndarray, arg: str) -> None:
@@ -275,56 +281,74 @@ class PixelScores:
         self._check_classes(w, "image_weights")
         return w
 
-    def _points(self, w: np.ndarray, want_pro: bool, fpr_stop: float | None = None):
-        """Cumulative (FP, TP, PRO-sum) at the end of each run of tied scores, descending.
+    def _points(self, w: np.ndarray, columns: Sequence[str], fpr_stop: float | None = None) -> dict:
+        """Cumulative sums at the end of each run of tied scores (descending), with a leading 0.
 
+        columns: any of "fp" (weighted defect-free pixels), "tp" (weighted defect pixels), "pro"
+        (sum over marked region pixels of weight / region size). Returns {column: (K + 1,) float64}.
         Runs whose pixels all have weight 0 are dropped, so the points equal those of the
-        physically repeated data. With `fpr_stop`, stops after the first chunk whose FP count
-        exceeds fpr_stop * total FP (the rest of the curve is not needed for the AUC).
+        physically repeated data. With `fpr_stop`, the pass stops once a point has
+        fp / total > fpr_stop (the rest of the curve is not needed for the partial AUC).
         """
-        r = self.num_regions
         w_region = w[self.region_image]
-        fp_table = np.concatenate([np.zeros(r, np.int64), w])
-        tp_table = np.concatenate([w_region, np.zeros(self.num_images, np.int64)])
-        pro_table = np.concatenate([w_region / self.region_sizes, np.zeros(self.num_images)])
-        fp_total = int(w @ self.normal_pixels)
-        tables = [fp_table, tp_table] + ([pro_table] if want_pro else [])
-        carry = [t.dtype.type(0) for t in tables]
-        out: list[list[np.ndarray]] = [[] for _ in tables]
+        zeros_n, zeros_r = np.zeros(self.num_images, np.int64), np.zeros(self.num_regions, np.int64)
+        filter_zero = bool((w == 0).any())
+        columns = list(dict.fromkeys(["fp", *columns, *(["tp"] if filter_zero else [])]))
+        tables = {
+            "fp": np.concatenate([zeros_r, w]),
+            "tp": np.concatenate([w_region, zeros_n]),
+            "pro": np.concatenate([w_region / self.region_sizes, zeros_n.astype(np.float64)]),
+        }
+        tables = {c: tables[c] for c in columns}
+        fp_stop = np.inf if fpr_stop is None else fpr_stop * int(w @ self.normal_pixels)
+        # Filled up to `pos`; np.empty commits no memory for the part an early stop never writes.
+        out = {c: np.empty(self._num_runs + 1) for c in columns}
+        carry = dict.fromkeys(columns, 0)
+        for o in out.values():
+            o[0] = 0.0
+        pos = 1
         for start in range(0, self.num_pixels, _CHUNK):
             g = self._group[start : start + _CHUNK]
             ends = self._run_end[start : start + _CHUNK]
-            for k, table in enumerate(tables):
-                c = table[g]
-                np.cumsum(c, out=c)
-                c += carry[k]
-                carry[k] = c[-1]
-                out[k].append(c[ends])
-            # Stop once a run end (a curve point) lies beyond the limit; chunk ends may split runs.
-            if fpr_stop is not None and out[0][-1].size and out[0][-1][-1] / fp_total > fpr_stop:
+            k = int(np.count_nonzero(ends))
+            for c, table in tables.items():
+                part = table[g]
+                np.cumsum(part, out=part)
+                part += carry[c]
+                carry[c] = part[-1]
+                out[c][pos : pos + k] = part[ends]  # integer counts stay exact in float64 (< 2**53)
+            pos += k
+            # Chunk ends may split runs: test the last run end (curve point), not the chunk end.
+            if out["fp"][pos - 1] > fp_stop:
                 break
-        fp, tp, *pro = (np.concatenate(parts) for parts in out)
-        # A run adds weight iff its (integer) pixel count grows.
-        count = fp + tp
-        keep = np.diff(count, prepend=0) > 0
-        return fp[keep], tp[keep], (pro[0][keep] if want_pro else None)
+        out = {c: o[:pos] for c, o in out.items()}
+        if filter_zero:
+            # A run adds weight iff the weighted pixel count grows.
+            count = out["fp"] + out["tp"]
+            keep = np.empty(pos, bool)
+            keep[0] = True
+            np.greater(count[1:], count[:-1], out=keep[1:])
+            out = {c: o[keep] for c, o in out.items()}
+        return out
 
     # -- metrics --------------------------------------------------------------------------
     def pixel_auroc(self, image_weights=None) -> float:
         """Pixel ROC AUC; image_weights (N,) repeat counts or None. Equals sklearn's roc_auc_score."""
         w = self._weights(image_weights)
-        fp, tp, _ = self._points(w, want_pro=False)
-        fpr = np.concatenate([[0.0], fp / int(w @ self.normal_pixels)])
-        tpr = np.concatenate([[0.0], tp / int(w @ self.defect_pixels)])
+        pts = self._points(w, ["fp", "tp"])
+        fpr = np.divide(pts["fp"], int(w @ self.normal_pixels), out=pts["fp"])
+        tpr = np.divide(pts["tp"], int(w @ self.defect_pixels), out=pts["tp"])
         return float(auc(fpr, tpr))
 
     def _curve(self, w: np.ndarray, fpr_stop: float | None) -> tuple[np.ndarray, np.ndarray]:
-        fp, _, pro_sum = self._points(w, want_pro=True, fpr_stop=fpr_stop)
+        pts = self._points(w, ["fp", "pro"], fpr_stop=fpr_stop)
         fp_total = int(w @ self.normal_pixels)
+        complete = pts["fp"][-1] == fp_total and fpr_stop is None
+        fpr = np.divide(pts["fp"], fp_total, out=pts["fp"])
         regions_total = int(w[self.region_image].sum())  # regions of a repeated image repeat
-        fpr = np.concatenate([[0.0], fp / fp_total])
-        pro = np.concatenate([[0.0], np.minimum(pro_sum / regions_total, 1.0)])
-        if fp[-1] == fp_total and fpr_stop is None:
+        pro = np.divide(pts["pro"], regions_total, out=pts["pro"])
+        np.minimum(pro, 1.0, out=pro)
+        if complete:
             pro[-1] = 1.0  # 1 in exact arithmetic (every pixel marked); drop the rounding of the sum
         return fpr, pro
 

@@ -19,6 +19,11 @@ training vectors (float64) for the PCA basis, the second fits the per-position G
 projected space. With `fit(images)` the backbone therefore runs twice; with `fit_features` the
 feature batches must be re-iterable (a list, a DataLoader-backed iterable), not a one-shot generator.
 
+Memory: the fit keeps per model one (P, D, D) accumulator and nothing per image (see
+padim_lib.gaussian): float64 when P * D * D * 8 bytes <= 2 GiB (`accumulate_dtype="auto"`),
+float32 above (WR50-Rd550: 3136 x 550^2 x 4 B = 3.8 GB); the covariance and then the factor
+L^-1 are written over the accumulator, and the fitted model stores mean and factor in float32.
+
 Layer modes: "concat" is PaDiM (one model on the concatenated embedding); "sum" fits one model
 per layer and sums their maps (the paper's "Layer 1+2+3"): each distance grid is upsampled to
 the input size, the upsampled maps are summed, and the sum is smoothed once (smoothing and the
@@ -55,7 +60,7 @@ FeatureBatch = Mapping[str, torch.Tensor]
 
 
 def parse_reduce(reduce: str | None) -> tuple[str | None, int | None]:
-    """"random:100" -> ("random", 100); "pca:100" -> ("pca", 100); None -> (None, None)."""
+    """Parse `reduce`: "random:100" -> ("random", 100), "pca:100" -> ("pca", 100), None -> (None, None)."""
     if reduce is None:
         return None, None
     kind, _, dim = str(reduce).partition(":")
@@ -65,7 +70,7 @@ def parse_reduce(reduce: str | None) -> tuple[str | None, int | None]:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; other values as torch.device understands them."""
+    """The torch device of `device`: "auto" is CUDA when available, else CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -74,16 +79,30 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise PadimError(f"device={device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
 
 
-def reduce_embedding(
-    embedding: torch.Tensor,
-    channel_index: torch.Tensor | None = None,
-    pca_mean: torch.Tensor | None = None,
-    pca_components: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Embedding (B, C, h, w) -> position vectors (B, P, D), reduced by channel index (D,) or PCA
-    (pca_mean (C,), pca_components (D, C)); unreduced when neither is given (D = C)."""
+def embed(maps: Sequence[torch.Tensor], channel_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Embedding of layer maps (B, C_l, h_l, w_l), finest first: aligned on the first grid and
+    concatenated -> (B, sum C_l, h, w), or (B, D, h, w) with a sorted channel_index (D,) into the
+    concatenated channels. The selection is applied to each layer before the alignment: the same
+    result as selecting afterwards, without upsampling channels that are dropped."""
+    from padim_lib.features import align_concat
+
     if channel_index is not None:
-        embedding = embedding.index_select(1, channel_index)
+        selected, offset = [], 0
+        for i, t in enumerate(maps):
+            c = t.shape[1]
+            local = channel_index[(channel_index >= offset) & (channel_index < offset + c)] - offset
+            offset += c
+            if i == 0 or local.numel():  # the first map sets the grid, even with no channel kept
+                selected.append(t.index_select(1, local.to(t.device)))
+        maps = selected
+    return maps[0] if len(maps) == 1 else align_concat(maps)
+
+
+def to_positions(
+    embedding: torch.Tensor, pca_mean: torch.Tensor | None = None, pca_components: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Embedding (B, C, h, w) -> position vectors (B, P, C), or (B, P, D) projected on the PCA
+    axes pca_components (D, C) after centring on pca_mean (C,)."""
     x = embedding.flatten(2).transpose(1, 2)  # (B, P, C)
     if pca_components is not None:
         x = (x - pca_mean) @ pca_components.T
@@ -113,10 +132,17 @@ class PaDiMModel(nn.Module):
             raise PadimError(
                 f"inconsistent PaDiM state: mean {tuple(mean.shape)}, factor {tuple(factor.shape)}, grid {tuple(grid)}"
             )
-        if channel_index is not None and channel_index.shape != (d,):
-            raise PadimError(f"inconsistent PaDiM state: channel_index {tuple(channel_index.shape)} for D = {d}")
+        if channel_index is not None and (
+            channel_index.shape != (d,) or bool((channel_index.diff() <= 0).any())
+        ):
+            raise PadimError(
+                f"inconsistent PaDiM state: channel_index {tuple(channel_index.shape)} for D = {d} "
+                "(expected increasing indices)"
+            )
         if pca_components is not None and (pca_components.shape[0] != d or pca_mean is None):
-            raise PadimError(f"inconsistent PaDiM state: pca_components {tuple(pca_components.shape)} for D = {d}")
+            raise PadimError(
+                f"inconsistent PaDiM state: pca_components {tuple(pca_components.shape)} for D = {d}"
+            )
         self.grid = (int(grid[0]), int(grid[1]))
         self.register_buffer("mean", mean)
         self.register_buffer("factor", factor)
@@ -128,18 +154,26 @@ class PaDiMModel(nn.Module):
     def dim(self) -> int:
         return self.mean.shape[1]
 
-    def reduce(self, embedding: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) -> (B, P, D) with this model's reduction."""
-        return reduce_embedding(embedding, self.channel_index, self.pca_mean, self.pca_components)
-
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Distances (B, h, w) of a full embedding (B, C, h, w) (all channels of the layers)."""
+        if self.channel_index is not None:
+            embedding = embedding.index_select(1, self.channel_index.to(embedding.device))
+        return self._distances(embedding)
+
+    def score_layers(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Distances (B, h, w) from the layer maps (B, C_l, h_l, w_l), finest first; equals
+        forward(aligned concatenation) but aligns only the channels this model keeps."""
+        return self._distances(embed(maps, self.channel_index))
+
+    def _distances(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, C', h, w) with the channel selection applied -> (B, h, w)."""
         b, _, h, w = embedding.shape
         if (h, w) != self.grid:
             raise PadimError(
                 f"feature grid {h}x{w} differs from the {self.grid[0]}x{self.grid[1]} grid the model was "
                 "fitted on; predict on images of the size used for fitting"
             )
-        x = self.reduce(embedding.to(self.mean.device, self.mean.dtype))
+        x = to_positions(embedding.to(self.mean.device, self.mean.dtype), self.pca_mean, self.pca_components)
         return mahalanobis(x, self.mean, self.factor).reshape(b, h, w)
 
 
@@ -176,7 +210,9 @@ class _ImageBatches:
         elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
             self.kind = "dataset"
         else:
-            raise PadimError(f"data: expected a Tensor (N, 3, H, W), a Dataset or a DataLoader, got {type(data).__name__}")
+            raise PadimError(
+                f"data: expected a Tensor (N, 3, H, W), a Dataset or a DataLoader, got {type(data).__name__}"
+            )
 
     def num_images(self) -> int | None:
         try:
@@ -202,7 +238,9 @@ class _ImageBatches:
             n = self.num_images()
             subset = self.data if n == len(self.data) else torch.utils.data.Subset(self.data, range(n))
             batches = iter(
-                torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_images)
+                torch.utils.data.DataLoader(
+                    subset, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_images
+                )
             )
         seen = 0
         for images in batches:
@@ -235,20 +273,20 @@ class _FeatureStream:
                     f"images are {size[0]}x{size[1]} but the model expects {self.image_size[0]}x{self.image_size[1]} "
                     "(the size used for fitting); use the same preprocessing for fit and predict"
                 )
-            with torch.no_grad():
-                yield self.extractor(images.to(self.device))
+            yield self.extractor(images.to(self.device))  # FeatureExtractor runs under no_grad
 
 
 def _progress(iterable: Iterable, desc: str, enabled: bool):
-    total = len(iterable) if hasattr(iterable, "__len__") else None
+    try:
+        total = len(iterable)
+    except TypeError:  # generators, iterable-style DataLoaders
+        total = None
     # A single batch needs no bar (e.g. evaluate() calling predict batch by batch).
     return tqdm(iterable, desc=desc, total=total, disable=not enabled or total == 1, leave=False)
 
 
-def _embedding(feats: FeatureBatch, layers: Sequence[str]) -> torch.Tensor:
-    """Aligned, concatenated embedding of `layers` from one feature batch -> (B, C, h, w)."""
-    from padim_lib.features import align_concat
-
+def _layer_maps(feats: FeatureBatch, layers: Sequence[str]) -> list[torch.Tensor]:
+    """The maps (B, C_l, h_l, w_l) of `layers` in one feature batch, checked (present, 4-D, finite)."""
     maps = []
     for name in layers:
         if name not in feats:
@@ -259,7 +297,7 @@ def _embedding(feats: FeatureBatch, layers: Sequence[str]) -> torch.Tensor:
         if not bool(torch.isfinite(t).all()):
             raise PadimError(f"features of layer {name!r} contain NaN or inf values")
         maps.append(t)
-    return maps[0] if len(maps) == 1 else align_concat(maps)
+    return maps
 
 
 class PaDiM(BaseEstimator):
@@ -269,6 +307,7 @@ class PaDiM(BaseEstimator):
     layer_mode: "concat" (PaDiM) | "sum" (one model per layer, maps summed).
     reduce: None | "random:d" | "pca:d". eps: covariance regulariser. sigma: map smoothing (0 = none).
     device: "auto" (CUDA when available) | "cpu" | "cuda[:N]". max_train: use the first N training images.
+    seed: seeds the random channel choice (one torch.Generator; in "sum" mode the layers draw in order).
     accumulate_dtype: "auto" | "float64" | "float32", the fit's accumulator (see padim_lib.gaussian).
     meta: JSON-able dict the caller may fill (preprocessing, data); saved and loaded verbatim.
     """
@@ -312,7 +351,9 @@ class PaDiM(BaseEstimator):
         from padim_lib.features import BACKBONES, available_backbones
 
         if self.backbone not in BACKBONES:
-            raise PadimError(f"backbone={self.backbone!r} is unknown; expected one of {available_backbones()}")
+            raise PadimError(
+                f"backbone={self.backbone!r} is unknown; expected one of {available_backbones()}"
+            )
         spec = BACKBONES[self.backbone]
         layers = spec.default_layers if self.layers is None else self.layers
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
@@ -346,7 +387,9 @@ class PaDiM(BaseEstimator):
         if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 2):
             raise PadimError(f"max_train={self.max_train!r}; expected None or an integer >= 2")
         if self.accumulate_dtype not in ACCUMULATE_DTYPES:
-            raise PadimError(f"accumulate_dtype={self.accumulate_dtype!r}; expected one of {list(ACCUMULATE_DTYPES)}")
+            raise PadimError(
+                f"accumulate_dtype={self.accumulate_dtype!r}; expected one of {list(ACCUMULATE_DTYPES)}"
+            )
         if not isinstance(self.meta, dict):
             raise PadimError(f"meta must be a dict, got {type(self.meta).__name__}")
         self.layers_ = layers
@@ -359,7 +402,9 @@ class PaDiM(BaseEstimator):
 
         ext = getattr(self, "_extractor_", None)
         if ext is None:
-            ext = FeatureExtractor(self.backbone, self.layers_, pretrained=self.pretrained, weights=self.weights)
+            ext = FeatureExtractor(
+                self.backbone, self.layers_, pretrained=self.pretrained, weights=self.weights
+            )
             ext = self._extractor_ = ext.to(self.device_).eval()
         return ext
 
@@ -398,12 +443,14 @@ class PaDiM(BaseEstimator):
         gaussians: list[StreamingGaussian | None] = [None] * len(self.groups_)
         grids: list[tuple[int, int]] = [(0, 0)] * len(self.groups_)
         dtypes: list[str] = [""] * len(self.groups_)
+        indices: list[torch.Tensor | None] = [None] * len(self.groups_)
         count = 0
         with torch.no_grad():
             for feats in _progress(batches, "PaDiM fit", self.progress):
                 for g, group in enumerate(self.groups_):
-                    emb = _embedding(feats, group).to(self.device_, torch.float32)
-                    b, c, h, w = emb.shape
+                    maps = [t.to(self.device_, torch.float32) for t in _layer_maps(feats, group)]
+                    b, _, h, w = maps[0].shape
+                    c = sum(t.shape[1] for t in maps)
                     if gaussians[g] is None:
                         if dim is not None and dim > c:
                             raise PadimError(
@@ -412,7 +459,7 @@ class PaDiM(BaseEstimator):
                             )
                         if kind == "random":
                             index = torch.randperm(c, generator=generator)[:dim].sort().values
-                            reducers[g] = {"channel_index": index.to(self.device_)}
+                            indices[g] = index.to(self.device_)
                         d = dim or c
                         dtype = choose_dtype(h * w, d, self.accumulate_dtype)
                         gaussians[g] = StreamingGaussian(h * w, d, dtype=dtype, device=self.device_)
@@ -423,7 +470,7 @@ class PaDiM(BaseEstimator):
                             f"feature grid of {list(group)} changed from {grids[g][0]}x{grids[g][1]} to {h}x{w} "
                             "between training batches; all training images must have the same size"
                         )
-                    gaussians[g].update(reduce_embedding(emb, **reducers[g]))
+                    gaussians[g].update(to_positions(embed(maps, indices[g]), **reducers[g]))
                 count += b
         if count < 2:
             raise PadimError(f"fit needs at least 2 training images, got {count}")
@@ -434,10 +481,14 @@ class PaDiM(BaseEstimator):
             cov = gauss.covariance(self.eps, inplace=True)  # reuses the accumulator's memory
             gaussians[g] = gauss = None  # drop the last reference so the buffer dies with the factor
             # float32 accumulator: overwrite in place (peak ~1x); float64: write into a float32 factor.
-            out = cov if cov.dtype == torch.float32 else torch.empty(cov.shape, dtype=torch.float32, device=cov.device)
+            out = (
+                cov
+                if cov.dtype == torch.float32
+                else torch.empty(cov.shape, dtype=torch.float32, device=cov.device)
+            )
             factor = inverse_cholesky(cov, out=out)
             del cov
-            models.append(PaDiMModel(mean, factor, grids[g], **reducers[g]))
+            models.append(PaDiMModel(mean, factor, grids[g], channel_index=indices[g], **reducers[g]))
         self.model_ = nn.ModuleList(models)
         self.n_train_ = count
         self.accumulate_dtypes_ = dtypes
@@ -449,7 +500,7 @@ class PaDiM(BaseEstimator):
         with torch.no_grad():
             for feats in _progress(batches, "PaDiM PCA pass", self.progress):
                 for g, group in enumerate(self.groups_):
-                    emb = _embedding(feats, group).to(self.device_)
+                    emb = embed(_layer_maps(feats, group)).to(self.device_)
                     c = emb.shape[1]
                     if stats[g] is None:
                         if dim > c:
@@ -487,7 +538,7 @@ class PaDiM(BaseEstimator):
         `size` and summed ("sum" mode; one model in "concat" mode), then smoothed once."""
         total = None
         for group, model in zip(self.groups_, self.model_, strict=True):
-            dist = model(_embedding(feats, group))  # (B, h, w)
+            dist = model.score_layers(_layer_maps(feats, group))  # (B, h, w)
             up = upsample(dist, size)
             total = up if total is None else total + up
         return gaussian_blur(total, float(self.sigma))
@@ -560,7 +611,12 @@ class PaDiM(BaseEstimator):
             for g, model in enumerate(self.model_)
             for name, buf in model.named_buffers()
         }
-        payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata, "tensors": tensors}
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "metadata": metadata,
+            "tensors": tensors,
+        }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -581,7 +637,9 @@ class PaDiM(BaseEstimator):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for a damaged file (zip, pickle, EOF...)
-            raise PadimError(f"{path}: not a readable padim_lib model file ({type(exc).__name__}: {exc})") from exc
+            raise PadimError(
+                f"{path}: not a readable padim_lib model file ({type(exc).__name__}: {exc})"
+            ) from exc
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise PadimError(f"{path}: not a padim_lib model file (no '{FORMAT}' format marker)")
         version = payload.get("format_version")

@@ -207,7 +207,7 @@ def overlays(
     maps_a = [np.asarray(m, dtype=np.float32) for m in maps]
     lo = float(min(m.min() for m in maps_a)) if vmin is None else vmin
     hi = float(max(m.max() for m in maps_a)) if vmax is None else vmax
-    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.0), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n + 1.0, 4.8), squeeze=False, layout="constrained")
     im = None
     for j in range(n):
         img = _as_hwc(images[j])
@@ -226,8 +226,9 @@ def overlays(
         ax.grid(False)
     axes[0, 0].set_ylabel("image, truth")
     axes[1, 0].set_ylabel("anomaly map")
-    if im is not None:
-        fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8, label="Mahalanobis distance")
+    if im is not None:  # an opaque colour bar: the overlay's alpha would wash it out
+        bar = plt.cm.ScalarMappable(norm=im.norm, cmap=im.cmap)
+        fig.colorbar(bar, ax=axes[1, :].tolist(), shrink=0.8, label="Mahalanobis distance")
     if suptitle:
         fig.suptitle(suptitle)
     return fig
@@ -364,7 +365,7 @@ def map_steps_figure(
     mask: np.ndarray | None = None, *, score: float | None = None,
 ) -> Figure:
     """Input (truth outlined), the Mahalanobis grid (h, w), bicubic upsampling (H, W), Gaussian smoothing."""
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.3))
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.3), layout="constrained")
     img = _as_hwc(image)
     axes[0].imshow(img)
     if mask is not None and np.asarray(mask).any():

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from padim_lib.errors import PadimError
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def gaussian_kernel1d(
+    sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """scipy.ndimage's 1-D Gaussian weights: radius int(truncate * sigma + 0.5), normalised to sum 1. -> (2r+1,)"""
     radius = int(truncate * float(sigma) + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)

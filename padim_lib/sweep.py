@@ -331,11 +331,10 @@ class _Plan:
     n_stored: int
 
 
-def _plan(tasks: Sequence[Task], store: ResultStore) -> _Plan:
+def _plan(tasks: Sequence[Task], keys: Sequence[str], store: ResultStore) -> _Plan:
     todo: dict[str, Task] = {}
     n_stored = 0
-    for task in tasks:
-        key = task.key()
+    for task, key in zip(tasks, keys, strict=True):
         if store.has(key):
             n_stored += 1
         elif key not in todo:
@@ -452,7 +451,7 @@ def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn,
                     continue
                 label, key = labels[fut.key], store_keys[fut.key]
                 is_task = fut.key.startswith("padim-task-")
-                dead = [f for f in plan.deps.get(key, []) if is_task and ffuts[f].status != "finished"]
+                dead = [f for f in plan.deps.get(key, []) if is_task and ffuts[f].status in ("error", "cancelled")]
                 if dead:  # Dask hands the dependency's error down: name the real cause
                     cause = ffuts[dead[0]]
                     exc: BaseException = PadimError(
@@ -526,7 +525,8 @@ def run(
     store.remove_stale_tmp()  # left by writers killed in earlier runs
     cache = str(Path(cache_dir).resolve() if cache_dir is not None else store.directory / "features")
     tasks = list(tasks)
-    plan = _plan(tasks, store)
+    keys = [t.key() for t in tasks]  # a key lists the class's files: compute each once
+    plan = _plan(tasks, keys, store)
     where = "in-process" if scheduler is None and local_cluster is None else (
         f"LocalCluster({local_cluster})" if local_cluster is not None else f"Dask {scheduler}")
     if progress:
@@ -545,7 +545,7 @@ def run(
                                             bar, client, retries)
         finally:
             bar.close()
-    rows = store.load([t.key() for t in tasks])
+    rows = store.load(keys)
     _warn_bootstrap_mismatch(rows, bootstrap, store)
     if progress:
         n_failed = sum(1 for f in failures if not f["task_key"].startswith("features-"))

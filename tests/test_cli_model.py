@@ -31,7 +31,9 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def library_result(data_root):
-    model = PaDiM(device="cpu", batch_size=4, progress=False).fit(open_dataset(data_root, CATEGORY, "train", PRE))
+    model = PaDiM(device="cpu", batch_size=4, progress=False).fit(
+        open_dataset(data_root, CATEGORY, "train", PRE)
+    )
     test = open_dataset(data_root, CATEGORY, "test", PRE)
     return model, test, evaluate(model, test, return_maps=True, progress=False)
 
@@ -54,7 +56,12 @@ def test_fit_and_evaluate_detect_synthetic_defects(library_result):
 def test_cli_fit_and_evaluate(data_root, library_result, tmp_path, capsys):
     model_file, metrics, maps = tmp_path / "m" / "washer.pt", tmp_path / "metrics.json", tmp_path / "maps.npz"
     common = ["--data", str(data_root), "--device", "cpu"]
-    assert main(["fit", *common, "--category", CATEGORY, "--batch-size", "4", *PRE_ARGS, "--out", str(model_file)]) == 0
+    assert (
+        main(
+            ["fit", *common, "--category", CATEGORY, "--batch-size", "4", *PRE_ARGS, "--out", str(model_file)]
+        )
+        == 0
+    )
     assert "fitted on 10 images" in capsys.readouterr().out
     saved = PaDiM.load(model_file, device="cpu")
     assert saved.meta["preprocess"] == {"resize": 72, "crop": 64, "normalize": True}

@@ -90,6 +90,10 @@ def test_preprocess_key_and_validation():
         Preprocess(resize=128, crop=224)
     with pytest.raises(PadimError, match="resize"):
         Preprocess(resize=0)
+    with pytest.raises(PadimError, match="crop"):
+        Preprocess(crop=2.5)
+    pre = Preprocess(resize=np.int64(64), crop=np.int32(56))  # e.g. read from a result table
+    assert type(pre.resize) is int and type(pre.crop) is int and pre == Preprocess(64, 56)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16"])

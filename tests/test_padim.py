@@ -24,7 +24,9 @@ def fake_features(n: int, seed: int, layers=tuple(LAYERS), shift: float = 0.0) -
     for name in layers:
         c, s = LAYERS[name]
         # A per-channel scale and offset pattern, so that positions and channels differ.
-        base = torch.linspace(-1, 1, c)[None, :, None, None] * torch.linspace(0.5, 1.5, s)[None, None, :, None]
+        base = (
+            torch.linspace(-1, 1, c)[None, :, None, None] * torch.linspace(0.5, 1.5, s)[None, None, :, None]
+        )
         out[name] = base + 0.5 * torch.randn(n, c, s, s, generator=g) + shift
     return out
 
@@ -119,6 +121,17 @@ def test_sum_mode_matches_bruteforce():
     np.testing.assert_allclose(maps, _smooth_np(up), rtol=1e-4)
 
 
+def test_forward_on_the_full_embedding_equals_layerwise_selection():
+    # PaDiMModel.forward takes the full aligned embedding; predict selects channels per layer first.
+    from padim_lib.features import align_concat
+
+    est = model(layers=tuple(LAYERS), reduce="random:100").fit_features(batches([5]))
+    feats = fake_features(3, seed=8)
+    maps = [feats[name] for name in LAYERS]
+    m = est.model_[0]
+    np.testing.assert_allclose(m(align_concat(maps)).numpy(), m.score_layers(maps).numpy(), rtol=1e-6)
+
+
 def test_single_layer_is_the_same_in_both_modes():
     train, test = batches([6, 6]), batches([3], seed0=9)
     a = model(layers=("layer2",)).fit_features(train).predict_features(test, IMAGE)[0]
@@ -142,7 +155,9 @@ def test_float32_accumulator_agrees_with_float64():
     a = model(accumulate_dtype="float64").fit_features(train)
     b = model(accumulate_dtype="float32").fit_features(train)
     assert (a.accumulate_dtypes_, b.accumulate_dtypes_) == (["float64"], ["float32"])
-    np.testing.assert_allclose(b.predict_features(test, IMAGE)[0], a.predict_features(test, IMAGE)[0], rtol=1e-4)
+    np.testing.assert_allclose(
+        b.predict_features(test, IMAGE)[0], a.predict_features(test, IMAGE)[0], rtol=1e-4
+    )
 
 
 def test_random_reduction_is_seeded():

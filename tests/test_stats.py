@@ -212,3 +212,72 @@ def test_compare_published_in_percent():
     assert c.loc["textures", "reproduced"] == pytest.approx(93.1)
     assert c.loc["all", "difference"] == pytest.approx(np.mean([93.1, 95.6]) - 94.8)
     assert np.isnan(c.loc["tex", "published"])  # class rows have no published figure in Table I
+
+
+# ----------------------------------------------------------------------------- fast bootstrap engines
+def _pixel_case(seed: int, quant: float | None, dtype=np.float32, n: int = 12, h: int = 20):
+    """Random test set: a third good images, defective ones with 1-3 rectangles; quant > 0 makes ties."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, h, h), np.uint8)
+    for i in range(n // 3, n):
+        for _ in range(rng.integers(1, 4)):
+            y, x = rng.integers(0, h - 4, 2)
+            masks[i, y : y + rng.integers(1, 5), x : x + rng.integers(1, 5)] = 1
+    maps = rng.normal(size=(n, h, h)) + masks * rng.uniform(0, 2)
+    if quant:
+        maps = np.round(maps * quant) / quant
+    return masks, maps.astype(dtype)
+
+
+@pytest.mark.parametrize("quant", [None, 2.0, 8.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bootstrap_pixel_metrics_equal_pixel_scores(quant, dtype):
+    from padim_lib.metrics import PixelScores
+    from padim_lib.stats import BootstrapPixelMetrics
+
+    rng = np.random.default_rng(11)
+    for seed in range(4):
+        masks, maps = _pixel_case(seed, quant, dtype)
+        ref = PixelScores(masks, maps)
+        for checkpoints, limit in ((1, 0.3), (7, 0.3), (128, 0.05), (7, 1.0)):
+            fast = BootstrapPixelMetrics(masks, maps, fpr_limit=limit, checkpoints=checkpoints)
+            for k in range(6):
+                w = np.ones(len(maps), int) if k == 0 else np.bincount(rng.integers(0, len(maps), len(maps)), minlength=len(maps))
+                if w @ masks.reshape(len(maps), -1).sum(1) == 0:
+                    continue  # no defect pixel drawn: undefined for both
+                assert fast.pixel_auroc(w) == pytest.approx(ref.pixel_auroc(w), abs=1e-12)
+                assert fast.pro_auc(w) == pytest.approx(ref.pro_auc(w, fpr_limit=limit), abs=1e-12)
+
+
+def test_bootstrap_pixel_metrics_curves():
+    from sklearn.metrics import roc_curve
+
+    from padim_lib.metrics import PixelScores
+    from padim_lib.stats import BootstrapPixelMetrics
+
+    masks, maps = _pixel_case(3, 4.0)
+    fast = BootstrapPixelMetrics(masks, maps)
+    fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=False)
+    got = fast.roc_curve()
+    np.testing.assert_allclose(got[0], fpr, atol=1e-12)
+    np.testing.assert_allclose(got[1], tpr, atol=1e-12)
+    for a, b in zip(fast.pro_curve(), PixelScores(masks, maps).pro_curve(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    with pytest.raises(PadimError, match="image_weights"):
+        fast.pixel_auroc(np.ones(3))
+    with pytest.raises(PadimError, match="defect"):
+        BootstrapPixelMetrics(np.zeros_like(masks), maps)
+
+
+def test_bootstrap_image_auroc_equals_sklearn_weights():
+    from padim_lib.metrics import image_auroc
+    from padim_lib.stats import BootstrapImageAUROC
+
+    rng = np.random.default_rng(12)
+    labels = np.r_[np.zeros(7, int), np.ones(9, int)]
+    scores = np.round(rng.normal(size=16) + labels, 1)  # ties included
+    fast = BootstrapImageAUROC(labels, scores)
+    assert fast.auroc() == pytest.approx(image_auroc(labels, scores))
+    for _ in range(20):
+        w = np.r_[np.bincount(rng.integers(0, 7, 7), minlength=7), np.bincount(rng.integers(0, 9, 9), minlength=9)]
+        assert fast.auroc(w) == pytest.approx(image_auroc(labels, scores, sample_weight=w), abs=1e-12)

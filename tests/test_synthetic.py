@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from padim_lib.datasets import AnomalyFolder, Preprocess, category_kinds, list_categories, make_synthetic
-from padim_lib.datasets import synthetic
+from padim_lib.datasets import (
+    AnomalyFolder,
+    Preprocess,
+    category_kinds,
+    list_categories,
+    make_synthetic,
+    synthetic,
+)
 from padim_lib.datasets.synthetic import CLASS_NAMES, DEFECT_TYPES, render_sample
 from padim_lib.errors import PadimError
 
@@ -36,7 +42,12 @@ def test_class_names_are_stable():
 
 def test_layout_and_manifest(small_set):
     assert list_categories(small_set) == sorted(CLASS_NAMES)
-    assert category_kinds(small_set) == {"brick": "texture", "gravel": "texture", "washer": "object", "chip": "object"}
+    assert category_kinds(small_set) == {
+        "brick": "texture",
+        "gravel": "texture",
+        "washer": "object",
+        "chip": "object",
+    }
     meta = json.loads((small_set / "dataset.json").read_text())
     assert meta["seed"] == 0 and meta["generator_version"] == synthetic.GENERATOR_VERSION
     assert meta["textures"] == ["brick", "gravel"] and meta["objects"] == ["washer", "chip"]
@@ -147,7 +158,9 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic, "render_sample", flaky)
     with pytest.raises(KeyboardInterrupt):
-        make_synthetic(tmp_path / "set", n_train=5, n_test_good=1, n_test_defect=1, size=48, categories=["chip"])
+        make_synthetic(
+            tmp_path / "set", n_train=5, n_test_good=1, n_test_defect=1, size=48, categories=["chip"]
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -172,38 +185,42 @@ def test_bad_arguments(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_passes_out_and_seed(tmp_path, monkeypatch, capsys):
+def test_cli_passes_its_options_through(tmp_path, monkeypatch, capsys):
     from padim_lib import cli
 
     seen = {}
 
-    def fake(out, seed=0):
-        seen.update(out=out, seed=seed)
-        return make_synthetic(out, seed=seed, categories=["gravel"], **SMALL)
+    def fake(out, **kwargs):
+        seen.update(out=out, **kwargs)
+        return make_synthetic(out, **{**kwargs, "categories": ["gravel"], **SMALL})
 
     monkeypatch.setattr(synthetic, "make_synthetic", fake)
     assert cli.main(["synth", "--out", str(tmp_path / "s"), "--seed", "1"]) == 0
-    assert seen == {"out": str(tmp_path / "s"), "seed": 1}
+    assert seen == {
+        "out": str(tmp_path / "s"),
+        "seed": 1,
+        "n_train": 60,
+        "n_test_good": 10,
+        "n_test_defect": 20,
+        "size": 256,
+        "categories": None,
+    }
     assert "ready" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_cli_generates_the_default_set(tmp_path):
+def test_cli_generates_a_set_in_a_subprocess(tmp_path):
     out = tmp_path / "synthetic"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    run = subprocess.run(
-        [sys.executable, "-m", "padim_lib", "synth", "--out", str(out), "--seed", "1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    cmd = [sys.executable, "-m", "padim_lib", "synth", "--out", str(out), "--seed", "1", "--n-train", "4"]
+    cmd += ["--n-test-good", "2", "--n-test-defect", "4", "--size", "96", "--categories", "washer", "brick"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["seed"] == 1 and meta["n_train"] == 60 and meta["size"] == 256
-    for cat in CLASS_NAMES:
+    assert meta["seed"] == 1 and meta["n_train"] == 4 and meta["size"] == 96
+    assert list_categories(out) == ["brick", "washer"]
+    for cat in ("brick", "washer"):
         test = AnomalyFolder(out, cat, "test", masks="require")
-        assert len(AnomalyFolder(out, cat, "train")) == 60
-        assert (test.labels == 0).sum() == 10 and (test.labels == 1).sum() == 20
+        assert len(AnomalyFolder(out, cat, "train")) == 4
+        assert (test.labels == 0).sum() == 2 and (test.labels == 1).sum() == 4
     with Image.open(out / "washer" / "test" / "good" / "000.png") as img:
-        assert img.size == (256, 256) and img.mode == "RGB"
+        assert img.size == (96, 96) and img.mode == "RGB"

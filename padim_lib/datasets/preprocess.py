@@ -7,6 +7,7 @@ resized with nearest neighbour and kept binary.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,15 +58,21 @@ class Preprocess:
     normalize: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.resize, bool) or not isinstance(self.resize, int) or self.resize < 1:
-            raise PadimError(f"Preprocess.resize must be a positive integer, got {self.resize!r}")
-        if self.crop is not None:
-            if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 1:
-                raise PadimError(f"Preprocess.crop must be a positive integer or None, got {self.crop!r}")
-            if self.crop > self.resize:
-                raise PadimError(
-                    f"Preprocess.crop ({self.crop}) must not exceed Preprocess.resize ({self.resize})"
-                )
+        # accept numpy/pandas integers (configs, result tables) but store plain ints: they go into
+        # JSON metadata and cache keys
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if value is None and name == "crop":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                expected = "a positive integer" + (" or None" if name == "crop" else "")
+                raise PadimError(f"Preprocess.{name} must be {expected}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.crop is not None and self.crop > self.resize:
+            raise PadimError(
+                f"Preprocess.crop ({self.crop}) must not exceed Preprocess.resize ({self.resize})"
+            )
+        object.__setattr__(self, "normalize", bool(self.normalize))
 
     @property
     def size(self) -> int:

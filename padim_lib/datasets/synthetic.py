@@ -2,21 +2,23 @@
 
 Four classes, so that everything downstream can run without MVTec AD:
 
-* textures "brick" and "gravel": random crops (plus flips and a small photometric jitter) of the
-  texture photographs shipped with scikit-image (`skimage.data.brick()`, `skimage.data.gravel()`,
-  CC0), tinted to colour;
-* objects "washer" and "chip": an aligned steel washer on a matte surface and an 8-pin IC on a
-  circuit board, drawn with anti-aliased signed distance functions; each image varies a little
-  in position, rotation (chip), lighting and sensor noise.
+* textures "brick" and "gravel": random crops (half the photo's side, plus flips and a small
+  gain/offset/gamma jitter) of the CC0 texture photographs bundled with scikit-image,
+  `skimage.data.brick()` and `skimage.data.gravel()` (fallback: `grass()`; the manifest records
+  which), tinted to colour;
+* objects "washer" and "chip": a steel washer on a matte surface and an 8-pin IC on a circuit
+  board, drawn with anti-aliased signed distance functions. Aligned, with mild nuisance
+  variation: +-6 px shifts, small size/tilt/rotation changes, light direction and gradient,
+  dust on the surface (washer), solder, pin length, lot code and moulding grain (chip).
 
-Defect types (5 of each with the defaults, from subtle to obvious): textures "scratch", "hole",
-"stain", "foreign"; objects "scratch", "missing", "stain", "foreign". A defect is rendered on
-the noise-free scene and the same sensor noise is then added to the clean and the defective
-render, so the mask is exact: a pixel is in the mask if and only if the defect changed its
-8-bit value (`render_sample` returns both renders; tests check this).
+Every image gets the same kind of sensor noise. Defect types (5 of each with the defaults,
+severities spread from subtle to obvious): textures "scratch", "hole", "stain", "foreign";
+objects "scratch", "missing", "stain", "foreign". A defect is rendered on the noise-free scene
+and the same noise is then added to the clean and the defective render; a pixel is in the mask
+if and only if the defect changed its 8-bit value (`render_sample` returns both renders).
 
 Every image has its own random stream derived from (seed, class, split, defect type, index), so
-the files do not depend on which other classes or how many images are generated, and the same
+an image does not depend on which other classes or how many images are generated, and the same
 seed gives byte-identical PNGs.
 """
 
@@ -155,6 +157,7 @@ class _Scene:
     unit: float  # pixels per unit of the 256 px design
     missing: Callable[[np.random.Generator, float], np.ndarray]  # remove material -> new image
     palette: dict[str, tuple[float, float, float]]
+    faint: float = 1.0  # contrast of the subtlest defects relative to the default (objects: fainter)
 
 
 @lru_cache(maxsize=4)
@@ -222,17 +225,21 @@ def _object_light(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _washer_scene(rng: np.random.Generator, size: int) -> _Scene:
-    """A flat steel washer, centred with a few px of shift, on a matte blue-grey surface."""
+    """A flat steel washer on a matte blue-grey surface. Normal variation: position (+-6 px),
+    size and tilt (+-2 %), light direction, lathe-mark pitch, dust specks on the surface."""
     unit = size / 256
     yy, xx = _grid(size)
-    cy, cx = size / 2 + rng.uniform(-3, 3) * unit, size / 2 + rng.uniform(-3, 3) * unit
-    r_out, r_in = 84 * unit * rng.uniform(0.99, 1.01), 34 * unit
-    dy, dx = yy - cy, xx - cx
+    cy, cx = size / 2 + rng.uniform(-6, 6) * unit, size / 2 + rng.uniform(-6, 6) * unit
+    r_out, r_in = 84 * unit * rng.uniform(0.98, 1.02), 34 * unit * rng.uniform(0.98, 1.02)
+    dy, dx = (yy - cy) * rng.uniform(0.98, 1.02), xx - cx  # a slightly tilted washer is an ellipse
     r, theta = np.hypot(dy, dx), np.arctan2(dy, dx)
-    light = rng.uniform(-0.15, 0.15) - np.pi / 4
+    light = rng.uniform(-0.5, 0.5) - np.pi / 4
 
     surface = 0.015 * np.sin(xx / (3.1 * unit)) * np.sin(yy / (2.7 * unit))  # fabric-like weave
     background = np.stack([0.30 + surface, 0.32 + surface, 0.36 + surface], axis=-1).astype(np.float32)
+    for _ in range(rng.poisson(8)):  # dust on the surface (hidden where the washer lies)
+        speck = np.hypot(yy - rng.uniform(0, size), xx - rng.uniform(0, size)) - rng.uniform(0.6, 1.6) * unit
+        background = _blend(background, (0.55, 0.56, 0.58), _coverage(speck) * rng.uniform(0.3, 0.8))
     shadow = ndimage.gaussian_filter(_coverage(_ring_sdf(r, r_out, r_in)), 3 * unit)
     shadow = ndimage.shift(shadow, (3 * unit, 3 * unit), order=1)
     background = background * (1 - 0.45 * shadow[..., None])
@@ -241,7 +248,7 @@ def _washer_scene(rng: np.random.Generator, size: int) -> _Scene:
     # and darker bevels at both edges
     dtheta = np.angle(np.exp(1j * (theta - light)))
     shade = 0.52 + 0.14 * np.cos(theta - light) + 0.22 * np.exp(-(dtheta**2) / 0.25)
-    shade = shade + 0.03 * np.sin(2 * np.pi * r / (2.3 * unit))
+    shade = shade + 0.03 * np.sin(2 * np.pi * r / (rng.uniform(2.1, 2.6) * unit) + rng.uniform(0, 2 * np.pi))
     bevel = np.minimum(np.abs(r - r_out), np.abs(r - r_in)) / (3 * unit)
     shade = shade - 0.18 * np.clip(1 - bevel, 0, 1)
     steel = shade[..., None] * np.asarray((0.97, 0.99, 1.0), np.float32)
@@ -258,39 +265,35 @@ def _washer_scene(rng: np.random.Generator, size: int) -> _Scene:
         # a bite out of the outer or the inner rim
         edge = r_out if rng.random() < 0.7 else r_in
         a = rng.uniform(0, 2 * np.pi)
-        radius = _lerp(4.0, 16.0, sev) * unit
+        radius = _lerp(2.5, 16.0, sev) * unit
         center = (cy + edge * np.sin(a), cx + edge * np.cos(a))
         return compose(_coverage(np.hypot(yy - center[0], xx - center[1]) - radius))
 
     part = _coverage(_ring_sdf(r, r_out, r_in) + 1.5 * unit)  # inner part, away from the edge
     palette = {"scratch": (0.25, 0.25, 0.27), "stain": (0.50, 0.27, 0.10), "thread": (0.08, 0.08, 0.10)}
-    return _Scene(compose(), part, unit, missing, palette)
+    return _Scene(compose(), part, unit, missing, palette, faint=0.4)
 
 
 def _ring_sdf(r: np.ndarray, r_out: float, r_in: float) -> np.ndarray:
     return np.maximum(r - r_out, r_in - r)
 
 
-def _chip_text() -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """The chip's printed marking: rows of (y, bar centres, bar half-widths) in design units."""
-    rng = np.random.default_rng(7)  # fixed: the same print on every chip, whatever the seed
-    rows = []
-    for row_y, n in ((-6.0, 6), (8.0, 4)):
-        widths = rng.uniform(4.0, 8.0, size=n)
-        starts = -30.0 + np.concatenate([[0.0], np.cumsum(widths[:-1] + 2.5)])
-        rows.append((row_y, (starts + widths / 2).astype(np.float32), (widths / 2).astype(np.float32)))
-    return rows
+def _text_row(row_y: float, widths: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """A row of printed "characters" (bars 2.5 units apart from x = -30): (y, centres, half-widths)."""
+    starts = -30.0 + np.concatenate([[0.0], np.cumsum(widths[:-1] + 2.5)])
+    return row_y, (starts + widths / 2).astype(np.float32), (widths / 2).astype(np.float32)
 
 
-_CHIP_TEXT = _chip_text()
+# the part number printed on every chip (fixed, whatever the seed)
+_PART_NUMBER = _text_row(-6.0, np.random.default_rng(7).uniform(4.0, 8.0, size=6))
 
 
 def _chip_scene(rng: np.random.Generator, size: int) -> _Scene:
     """An 8-pin IC (2 x 4 gull-wing pins) on a green circuit board; the board moves with the chip."""
     unit = size / 256
     yy, xx = _grid(size)
-    cy, cx = size / 2 + rng.uniform(-3, 3) * unit, size / 2 + rng.uniform(-3, 3) * unit
-    phi = np.deg2rad(rng.uniform(-1.5, 1.5))
+    cy, cx = size / 2 + rng.uniform(-6, 6) * unit, size / 2 + rng.uniform(-6, 6) * unit
+    phi = np.deg2rad(rng.uniform(-3, 3))
     # object coordinates in design units; the chip is drawn at 1.4 px per unit at 256 px
     scale = 1.4 * unit
     X = ((xx - cx) * np.cos(phi) + (yy - cy) * np.sin(phi)) / scale
@@ -308,7 +311,8 @@ def _chip_scene(rng: np.random.Generator, size: int) -> _Scene:
     pin_id = nearest + 4 * (Y < 0)
     traces = _coverage((np.abs(dxp) - 2.5) / aa) * (v > 50)  # from each pad to the image border
     pads = _coverage(_rounded_rect_sdf(dxp, v - 49, 6.5, 6.0, 1.5) / aa)
-    board = _blend(_blend(board, (0.16, 0.46, 0.26), traces), (0.72, 0.64, 0.46), pads)
+    solder = rng.uniform(0.85, 1.1, size=8).astype(np.float32)[pin_id, None]  # uneven tinning
+    board = _blend(_blend(board, (0.16, 0.46, 0.26), traces), np.float32((0.72, 0.64, 0.46)) * solder, pads)
 
     body_sdf = _rounded_rect_sdf(X, Y, 50.0, 34.0, 3.0)
     shadow = ndimage.gaussian_filter(_coverage(body_sdf / aa), 2.5 * scale)
@@ -319,18 +323,26 @@ def _chip_scene(rng: np.random.Generator, size: int) -> _Scene:
     pin_shade = 0.62 + 0.28 * np.cos(np.clip(dxp / 3.5, -1, 1) * 1.3)
     pin_color = pin_shade[..., None] * np.asarray((0.93, 0.93, 0.95), np.float32)
 
+    pin_end = (52.0 + rng.uniform(-1.0, 1.0, size=8)).astype(np.float32)  # bent/trimmed a little
+
     def pins(cut_pin: int | None = None, cut: float = 0.0) -> np.ndarray:
-        end = np.where(pin_id == cut_pin, 52.0 - cut * 19.0, 52.0) if cut_pin is not None else 52.0
+        end = pin_end[pin_id]
+        if cut_pin is not None:
+            end = np.where(pin_id == cut_pin, end - cut * 19.0, end)
         return _coverage(np.maximum(np.abs(dxp) - 3.5, np.maximum(30.0 - v, v - end)) / aa)
 
     body = _coverage(body_sdf / aa)
     edge = np.clip(1 + body_sdf / 2.5, 0, 1)  # 1 at the outline, 0 from 2.5 units inside
-    body_color = np.stack([0.12 + 0.1 * edge + 0.008 * np.sin(X * 1.7) * np.sin(Y * 1.9)] * 3, axis=-1)
+    # matte moulded plastic: a grainy surface that differs from chip to chip
+    grain = ndimage.gaussian_filter(rng.normal(size=X.shape).astype(np.float32), 1.5 * unit)
+    grain *= 0.015 / max(float(grain.std()), 1e-6)
+    body_color = np.stack([0.12 + 0.1 * edge + grain] * 3, axis=-1)
     body_color[..., 2] += 0.01
     dot = _coverage((np.hypot(X + 40, Y + 24) - 3.5) / aa)  # pin-1 marker
     body_color = _blend(body_color, (0.22, 0.22, 0.23), dot)
     marking = np.zeros_like(X)
-    for row_y, centers, half_w in _CHIP_TEXT:  # printed text: two rows of bars, the same on every chip
+    # printed text: a part number, the same on every chip, and a lot code that varies
+    for row_y, centers, half_w in (_PART_NUMBER, _text_row(8.0, rng.uniform(3.0, 8.0, size=4))):
         k = np.argmin(np.abs(X[..., None] - centers), axis=-1)
         bar = _coverage(_rounded_rect_sdf(X - centers[k], Y - row_y, half_w[k], 3.0, 0.5) / aa)
         marking = np.maximum(marking, bar)
@@ -343,11 +355,11 @@ def _chip_scene(rng: np.random.Generator, size: int) -> _Scene:
 
     def missing(rng: np.random.Generator, sev: float) -> np.ndarray:
         # the outer part of one pin is broken off (all of it for the most severe cases)
-        return compose(int(rng.integers(0, 8)), _lerp(0.3, 1.0, sev))
+        return compose(int(rng.integers(0, 8)), _lerp(0.15, 1.0, sev))
 
     part = _coverage((body_sdf + 2.0) / aa)
     palette = {"scratch": (0.60, 0.60, 0.62), "stain": (0.85, 0.80, 0.58), "thread": (0.85, 0.85, 0.80)}
-    return _Scene(compose(), part, unit, missing, palette)
+    return _Scene(compose(), part, unit, missing, palette, faint=0.25)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +384,7 @@ def _scratch(scene: _Scene, rng: np.random.Generator, sev: float) -> np.ndarray:
     width = _lerp(0.9, 2.6, sev) * u
     pts = _curve(rng, _center(rng, scene.part), length, bend=0.25 * length)
     d = _polyline_distance(pts, yy, xx, reach=width + 2)
-    alpha = _coverage(d - width / 2) * _lerp(0.35, 0.85, sev) * scene.part
+    alpha = _coverage(d - width / 2) * _lerp(0.35 * scene.faint, 0.85, sev) * scene.part
     return _blend(scene.image, scene.palette["scratch"], alpha)
 
 
@@ -382,7 +394,7 @@ def _stain(scene: _Scene, rng: np.random.Generator, sev: float) -> np.ndarray:
     radius = _lerp(5.0, 22.0, sev) * u
     sdf = _blob_sdf(rng, yy, xx, _center(rng, scene.part), radius)
     # a soft-edged discolouration; weak ones are the hardest defects of the set
-    alpha = _coverage(sdf, soft=3.0 * u) * _lerp(0.2, 0.6, sev) * scene.part
+    alpha = _coverage(sdf, soft=3.0 * u) * _lerp(0.2 * scene.faint, 0.6, sev) * scene.part
     return _blend(scene.image, scene.palette["stain"], alpha)
 
 
@@ -395,7 +407,7 @@ def _foreign(scene: _Scene, rng: np.random.Generator, sev: float) -> np.ndarray:
         length, width = _lerp(16.0, 70.0, sev) * u, _lerp(1.0, 2.2, sev) * u
         pts = _curve(rng, center, length, bend=0.5 * length)
         alpha = _coverage(_polyline_distance(pts, yy, xx, reach=width + 2) - width / 2)
-        return _blend(scene.image, scene.palette["thread"], alpha * 0.9)
+        return _blend(scene.image, scene.palette["thread"], alpha * _lerp(0.9 * scene.faint, 0.9, sev))
     radius = _lerp(2.5, 8.0, sev) * u
     sdf = _blob_sdf(rng, yy, xx, center, radius)
     # a shiny bead: its own colour, lit from the top left
@@ -504,30 +516,18 @@ def _plan(params: dict) -> list[tuple[str, str, str, int, float, str, str | None
     """Every file to write: (category, split, defect type, index, severity, image path, mask path)."""
     jobs = []
     for cat in params["categories"]:
-        for i in range(params["n_train"]):
-            jobs.append(
-                (cat, "train", "good", i, 0.0, f"{cat}/train/good/{_name(i, params['n_train'])}.png", None)
-            )
-        for i in range(params["n_test_good"]):
-            jobs.append(
-                (cat, "test", "good", i, 0.0, f"{cat}/test/good/{_name(i, params['n_test_good'])}.png", None)
-            )
-        for t, n in _defect_counts(cat, params["n_test_defect"]).items():
+        groups = [("train", "good", params["n_train"]), ("test", "good", params["n_test_good"])]
+        groups += [("test", t, n) for t, n in _defect_counts(cat, params["n_test_defect"]).items()]
+        for split, kind, n in groups:
             for i in range(n):
                 stem = _name(i, n)
-                # evenly spread severities: every type gets subtle and obvious cases
-                sev = (i + 0.5) / n
-                jobs.append(
-                    (
-                        cat,
-                        "test",
-                        t,
-                        i,
-                        sev,
-                        f"{cat}/test/{t}/{stem}.png",
-                        f"{cat}/ground_truth/{t}/{stem}_mask.png",
-                    )
-                )
+                image = f"{cat}/{split}/{kind}/{stem}.png"
+                if kind == "good":
+                    jobs.append((cat, split, kind, i, 0.0, image, None))
+                else:
+                    # evenly spread severities: every defect type has subtle and obvious cases
+                    mask = f"{cat}/ground_truth/{kind}/{stem}_mask.png"
+                    jobs.append((cat, split, kind, i, (i + 0.5) / n, image, mask))
     return jobs
 
 

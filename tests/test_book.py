@@ -1,0 +1,255 @@
+"""The book: its runner (profiles, parameters, errors) and every chapter run through papermill.
+
+The chapters run once per session with tiny parameters (`built_book`, tests/conftest_book.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from padim_lib import book
+from padim_lib.errors import PadimError
+
+pytest_plugins = ["conftest_book"]
+
+REPO = Path(__file__).resolve().parents[1]
+STEMS = ["intro", "method", "table1_layers", "table2_dimensionality", "summary"]
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_toc_lists_every_chapter_in_reading_order():
+    chapters = book.toc_chapters(REPO)
+    assert [c.stem for c in chapters] == STEMS
+    for c in chapters:
+        assert c.source == REPO / "book" / f"{c.stem}.ipynb"
+        assert c.executed == REPO / "book" / "_executed" / f"{c.stem}.ipynb"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_source_notebook_has_one_parameters_cell_and_no_outputs(stem):
+    nb = nbformat.read(REPO / "book" / f"{stem}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{stem}: expected exactly one cell tagged 'parameters'"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{stem}: commit notebooks without outputs"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), f"{stem}: starts with a title"
+
+
+def test_notebooks_are_ruff_clean():
+    ruff = Path(sys.executable).with_name("ruff")
+    cmd = [str(ruff)] if ruff.exists() else [sys.executable, "-m", "ruff"]
+    proc = subprocess.run([*cmd, "check", "book/"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_profiles_give_every_experiment_parameter_a_value():
+    declared = book.declared_parameters(book.toc_chapters(REPO))
+    needed = set().union(*declared.values())
+    for name, values in book.PROFILES.items():
+        # every profile value is a parameter of some chapter (no typo goes unnoticed)
+        assert set(values) <= needed, f"profile {name}: {sorted(set(values) - needed)} are no chapter's parameters"
+
+
+# ----------------------------------------------------------------------------- runner logic
+
+
+def test_only_selects_chapters_in_toc_order_and_rejects_unknown_ones():
+    chapters = book.toc_chapters(REPO)
+    picked = book.select_chapters(chapters, ["summary", "intro.ipynb"])
+    assert [c.stem for c in picked] == ["intro", "summary"]
+    assert book.select_chapters(chapters, None) == chapters
+    with pytest.raises(PadimError, match=r"unknown notebook\(s\) \['table3'\].*table1_layers"):
+        book.select_chapters(chapters, ["table3"])
+
+
+def test_unknown_parameter_is_an_error_listing_each_notebooks_parameters():
+    chapters = book.select_chapters(book.toc_chapters(REPO), ["intro", "table1_layers"])
+    with pytest.raises(PadimError) as err:
+        book.notebook_parameters(chapters, {"dims": [1]}, explicit={"dims"})
+    text = str(err.value)
+    assert "['dims']" in text  # Table II's parameter, not declared by the chosen chapters
+    assert "intro: profile, data_root" in text and "table1_layers: data_root, classes" in text
+
+
+def test_overrides_reach_only_the_notebooks_that_declare_them():
+    chapters = book.toc_chapters(REPO)
+    values = dict(book.PROFILES["embedded"], dims=[8, 16], crop=64)
+    per = book.notebook_parameters(chapters, values, explicit={"dims", "crop"})
+    assert per["table2_dimensionality"]["dims"] == [8, 16] and per["summary"]["dims"] == [8, 16]
+    assert "dims" not in per["table1_layers"] and "dims" not in per["intro"]
+    assert per["table1_layers"]["crop"] == 64 and "crop" not in per["intro"]
+    assert per["intro"]["profile"] == "embedded"
+
+
+def test_build_book_rejects_a_bad_override_before_running_anything(tmp_path):
+    from conftest_book import copy_project
+
+    root = copy_project(tmp_path / "proj")
+    with pytest.raises(PadimError, match="unknown parameter"):
+        book.build_book("embedded", params={"no_such_parameter": 1}, root=root)
+    assert not (root / "book" / "_executed").exists()
+
+
+@pytest.fixture
+def fake_paper_inputs(tmp_path, monkeypatch):
+    """A project root whose data/mvtec passes the split check (patched) and a torch hub cache holding
+    a file with the ResNet18 checkpoint's name; returns a setter for the check's problems."""
+    import torch
+    from torchvision.models import ResNet18_Weights
+
+    import padim_lib.datasets.mvtec as mvtec
+
+    root = tmp_path / "proj"
+    (root / "data" / "mvtec").mkdir(parents=True)
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    (hub / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name).write_bytes(b"")
+    old_hub = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    problems: list[str] = []
+    monkeypatch.setattr(mvtec, "check_split_counts", lambda root, categories=None: list(problems))
+    yield root, hub, problems
+    torch.hub.set_dir(old_hub)
+
+
+def test_auto_profile_picks_paper_only_when_mvtec_and_resnet18_weights_are_there(fake_paper_inputs):
+    root, hub, problems = fake_paper_inputs
+    assert book.resolve_profile("auto", root)[0] == "paper"
+    name, values = book.resolve_profile("auto", root, {"bootstrap": 7})
+    assert values["backbone"] == "resnet18" and values["dims"] == [100, 200] and values["bootstrap"] == 7
+
+    problems.append("carpet: 279 training images, expected 280")
+    assert book.resolve_profile("auto", root)[0] == "embedded"
+    with pytest.raises(PadimError, match="carpet: 279 training images"):
+        book.resolve_profile("paper", root)
+
+    problems.clear()
+    next((hub / "checkpoints").iterdir()).unlink()
+    assert book.resolve_profile("auto", root)[0] == "embedded"
+    with pytest.raises(PadimError, match="ResNet18 ImageNet weights"):
+        book.resolve_profile("paper", root)
+
+
+def test_auto_profile_is_embedded_without_mvtec(tmp_path):
+    name, values = book.resolve_profile("auto", tmp_path)
+    assert name == "embedded" and values["backbone"] == "efficientnet_lite0"
+    with pytest.raises(PadimError, match="unknown profile"):
+        book.resolve_profile("fast", tmp_path)
+
+
+def test_comparability_names_every_difference_from_the_papers_setup(tmp_path):
+    from conftest_book import make_tiny_data
+
+    data = make_tiny_data(tmp_path / "data")
+    ok, reasons = book.comparability(data, "efficientnet_lite0", ["brick"], resize=128, crop=112, max_train=5)
+    assert not ok
+    text = " | ".join(reasons)
+    for part in ("generated set, not MVTec AD", "1 of the 15 classes", "efficientnet_lite0", "128 / crop 112",
+                 "capped at 5"):
+        assert part in text
+    assert "not comparable" in book.comparability_note("embedded", ok, reasons)
+
+
+def test_failing_notebook_names_the_cell_and_keeps_the_partial_copy(tmp_path):
+    root = tmp_path / "proj"
+    (root / "book").mkdir(parents=True)
+    (root / "_config.yml").write_text('title: t\nexecute:\n  execute_notebooks: "off"\n')
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/_executed/broken\n")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Broken"),
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('before')"),
+        nbformat.v4.new_code_cell("raise ValueError(f'boom {x}')"),
+        nbformat.v4.new_code_cell("print('never')"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "book" / "broken.ipynb")
+    with pytest.raises(PadimError) as err:
+        book.build_book("embedded", params={"x": 2}, root=root, stream_output=False, log=lambda m: None)
+    text = str(err.value)
+    assert "book/broken.ipynb" in text and "ValueError: boom 2" in text
+    executed = root / "book" / "_executed" / "broken.ipynb"
+    assert str(executed) in text
+    out = nbformat.read(executed, as_version=4)
+    outputs = [o for c in out.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any(o.get("ename") == "ValueError" for o in outputs)
+    assert any("before" in o.get("text", "") for o in outputs)
+    assert not any("never" in o.get("text", "") for o in outputs)
+    assert not (root / "_build").exists()  # no HTML from a failed run
+
+
+def test_private_kernel_points_at_this_interpreter():
+    import os
+
+    before = os.environ.get("JUPYTER_PATH")
+    with book.private_kernel() as name:
+        spec_file = Path(os.environ["JUPYTER_PATH"].split(os.pathsep)[0]) / "kernels" / name / "kernel.json"
+        spec = json.loads(spec_file.read_text())
+        assert spec["argv"][0] == sys.executable
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        assert Path(KernelSpecManager().get_kernel_spec(name).resource_dir) == spec_file.parent
+    assert os.environ.get("JUPYTER_PATH") == before
+
+
+# ----------------------------------------------------------------------------- the chapters, run
+
+
+@pytest.mark.slow
+def test_every_chapter_runs_with_tiny_parameters(built_book):
+    for stem in STEMS:
+        nb = nbformat.read(built_book.executed(stem), as_version=4)
+        assert not nb.metadata["papermill"]["exception"], stem
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in code), f"{stem}: not every cell ran"
+        errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{stem}: {errors[:1]}"
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and built_book.params["data_root"] in injected[0].source, stem
+    assert any("[5/5] summary: done" in line for line in built_book.log)
+
+
+def _glued(nb) -> dict[str, str]:
+    out = {}
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                out[name] = o.get("data", {}).get("application/papermill.record/text/plain", "")
+    return out
+
+
+@pytest.mark.slow
+def test_text_values_are_glued_from_the_results(built_book):
+    t1 = _glued(nbformat.read(built_book.executed("table1_layers"), as_version=4))
+    assert t1["t1_n_classes"] == "2"
+    assert t1["t1_pub_gain_auroc"] == "'+1.1 p.p.'" and t1["t1_pub_gain_pro"] == "'+1.8 p.p.'"
+    assert "p.p. (95 % CI" in t1["t1_gain_auroc"]
+    t2 = _glued(nbformat.read(built_book.executed("table2_dimensionality"), as_version=4))
+    assert t2["t2_rd1"] == "'Rd 8'" and t2["t2_pca1"] == "'PCA 8'" and t2["t2_n_seeds"] == "2"
+    method = _glued(nbformat.read(built_book.executed("method"), as_version=4))
+    # the distance computed from the training vectors equals the fitted model's (to the shown digits)
+    assert method["m_dist_direct"] == method["m_dist_model"]
+    assert method["m_same_score"] == "'the same'"
+    summary = _glued(nbformat.read(built_book.executed("summary"), as_version=4))
+    counts = [int(summary[f"s_n_{v.replace(' ', '_')}"]) for v in
+              ("holds", "does not hold", "inconclusive", "not comparable", "not tested")]
+    assert sum(counts) == int(summary["s_n_claims"]) > 0
+    assert counts[3] > 0  # tiny synthetic run: magnitude claims are not comparable
+
+
+@pytest.mark.slow
+def test_html_has_every_toc_page(built_book):
+    assert built_book.index.is_file()
+    for stem in STEMS:
+        assert built_book.page(stem).is_file(), stem
+    assert (built_book.root / "_build" / "html" / "book" / "references.html").is_file()

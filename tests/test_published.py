@@ -1,0 +1,147 @@
+"""published.csv and claims.yaml: complete, consistent with the paper notes, and well-formed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from padim_lib.errors import PadimError
+from padim_lib.published import KEY, claim_configs, load_claims, load_published, published_value
+
+PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper"
+for candidate in (Path("/work/shared/paper"), PAPER):
+    if candidate.is_dir():
+        PAPER = candidate
+        break
+
+
+@pytest.fixture(scope="module")
+def published() -> pd.DataFrame:
+    return load_published()
+
+
+def _paper_file(name: str) -> str:
+    path = PAPER / name
+    if not path.is_file():
+        pytest.skip(f"paper notes not available ({path})")
+    return path.read_text()
+
+
+def test_csv_is_well_formed(published):
+    assert list(published.columns) == ["table", "row", "group", "metric", "value", "unit", "source", "note"]
+    assert not published.duplicated(list(KEY)).any()
+    assert published["value"].notna().all()
+    pct = published[published["unit"] == "%"]
+    assert pct["value"].between(0, 100).all()
+    assert {"Table I", "Table II", "Localization", "Per-class pixel AUROC", "Image AUROC", "Non-aligned", "STC",
+            "Complexity", "Independent implementations"} <= set(published["table"])
+
+
+def test_sources_say_where_each_figure_comes_from(published):
+    t12 = published[published["table"].isin(["Table I", "Table II"])]
+    assert t12["source"].str.startswith("paper excerpt").all()
+    transcribed = published[published["table"].isin(["Localization", "Image AUROC", "Non-aligned", "STC", "Complexity"])]
+    assert transcribed["source"].str.contains(r"\(t\).*2011\.08785").all()
+    indep = published[published["table"] == "Independent implementations"]
+    assert indep["source"].str.contains("independent implementation|different method").all()
+
+
+def _tables(md: str, heading: str) -> list[tuple[str, list[str], list[tuple[float, float]]]]:
+    """Rows of the markdown table after `heading`: (row name, groups, [(auroc, pro)] per group)."""
+    section = md.split(heading, 1)[1].splitlines()
+    start = next(i for i, ln in enumerate(section) if ln.startswith("|"))
+    end = next((i for i in range(start, len(section)) if not section[i].startswith("|")), len(section))
+    lines = section[start:end]  # the first table after the heading
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    out = []
+    for ln in lines[2:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        pairs = [tuple(float(x) for x in re.findall(r"[\d.]+", c)) for c in cells[1:]]
+        out.append((cells[0], header[1:], pairs))
+    return out
+
+
+@pytest.mark.parametrize("table, heading", [("Table I", "## Table I"), ("Table II", "## Table II")])
+def test_every_table_figure_of_the_notes_is_in_the_csv(published, table, heading):
+    md = _paper_file("published-numbers.md")
+    rows = _tables(md, heading)
+    assert len(rows) == 5
+    for name, groups, pairs in rows:
+        row = re.sub(r"\s*\(.*\)$", "", name) if table == "Table I" else name
+        for group, (auroc, pro) in zip(groups, pairs, strict=True):
+            assert published_value(published, table, row, group, "pixel_auroc") == auroc, (row, group)
+            assert published_value(published, table, row, group, "pro") == pro, (row, group)
+
+
+def test_localization_and_per_class_figures(published):
+    md = _paper_file("published-numbers.md")
+    for name, groups, pairs in _tables(md, "## Localization"):
+        for group, (auroc, pro) in zip(groups, pairs, strict=True):
+            assert published_value(published, "Localization", name, group, "pixel_auroc") == auroc
+            assert published_value(published, "Localization", name, group, "pro") == pro
+    text = md.split("Per-class pixel AUROC, PaDiM-WR50-Rd550 (t):")[1].split("mean")[0]
+    text = re.sub(r"\(one transcription says 94\.7\)", "", text)  # kept in the CSV's note
+    per_class = re.findall(r"([a-z_]+) (\d+\.\d)", text)
+    assert len(per_class) == 15
+    for cls, value in per_class:
+        assert published_value(published, "Per-class pixel AUROC", "PaDiM-WR50-Rd550", cls, "pixel_auroc") == float(value)
+    assert published_value(published, "Independent implementations", "anomalib R18", "grid", "image_auroc") == 85.7
+    assert published_value(published, "Independent implementations", "xiahaifeng WR50", "all", "pixel_auroc") == 97.3
+
+
+def test_bad_files_are_rejected(tmp_path, published):
+    dup = tmp_path / "dup.csv"
+    pd.concat([published, published.iloc[:1]]).to_csv(dup, index=False)
+    with pytest.raises(PadimError, match="duplicated"):
+        load_published(dup)
+    bad = tmp_path / "bad.csv"
+    published.assign(value=published["value"].astype(str).where(published.index > 0, "n/a")).to_csv(bad, index=False)
+    with pytest.raises(PadimError, match="non-numeric"):
+        load_published(bad)
+    with pytest.raises(FileNotFoundError):
+        load_published(tmp_path / "missing.csv")
+
+
+def test_claims_are_quotes_of_the_paper_with_known_rows(published):
+    claims = load_claims(published=published)
+    assert len(claims) >= 15 and len({c["id"] for c in claims}) == len(claims)
+    def norm(t: str) -> str:  # whitespace as in the PDF's text layer: collapse, none before punctuation
+        return re.sub(r"\s+([.,;:])", r"\1", " ".join(t.split()))
+
+    text = norm(_paper_file("padim-paper-excerpt.txt"))
+    for claim in claims:
+        assert norm(claim["quote"]) in text, claim["id"]
+        assert claim_configs(claim)
+
+
+def test_bad_claims_are_rejected(tmp_path):
+    path = tmp_path / "claims.yaml"
+    path.write_text("claims:\n  - {id: x, quote: q, source: s, table: Table I, test: greater, a: Layer 9, b: Layer 1,"
+                    " metric: pro, group: all, kind: direction}\n")
+    with pytest.raises(PadimError, match="Layer 9"):
+        load_claims(path)
+    path.write_text("claims:\n  - {id: x, quote: q, source: s, table: Table I, test: greater, a: Layer 2,"
+                    " metric: pro, group: all, kind: direction}\n")
+    with pytest.raises(PadimError, match=r"\['b'\]"):
+        load_claims(path)
+
+
+def test_claims_checked_against_the_papers_own_table(published):
+    """evaluate_claims' `paper_table` column: what the paper's rounded table itself says."""
+    from padim_lib.stats import evaluate_claims
+
+    out = evaluate_claims(pd.DataFrame(), published=published).set_index("id")
+    assert (out["verdict"] == "not tested").all()  # nothing reproduced
+    assert out.loc["layer3-best-auroc", "paper_table"] == "tie"  # Layer 2 and 3 both 95.7 (all classes)
+    assert out.loc["layer3-best-auroc", "published"] == pytest.approx(0.0)
+    assert out.loc["layer2-better-pro-than-layer3", "published"] == pytest.approx(0.2)
+    assert out.loc["padim-beats-sum-auroc", "published"] == pytest.approx(1.1)
+    assert out.loc["padim-beats-sum-pro-by-1.8pp", "paper_table"] == "holds"
+    assert out.loc["rd200-beats-pca200-auroc-by-1.3pp", "published"] == pytest.approx(1.3)
+    assert out.loc["rd200-beats-pca200-auroc-by-1.3pp", "paper_table"] == "holds"  # "at least": 1.3 counts
+    assert out.loc["rd200-beats-pca200-pro-by-1.2pp", "paper_table"] == "holds"
+    assert out.loc["padim-beats-single-layers-pro", "paper_table"] == "holds"  # 90.8 vs at most 88.5
+    assert out.loc["rd100-seed-sem", "paper_table"] == "n/a"
