@@ -100,7 +100,9 @@ class Cycle(Dataset):
 
 def image_loader(data: Dataset) -> DataLoader:
     """Batches (B, 3, H, W) of a Cycle, as padim_lib's own loader makes them."""
-    return DataLoader(data, batch_size=BATCH, shuffle=False, collate_fn=lambda it: torch.stack([x["image"] for x in it]))
+    return DataLoader(
+        data, batch_size=BATCH, shuffle=False, collate_fn=lambda it: torch.stack([x["image"] for x in it])
+    )
 
 
 # ----------------------------------------------------------------------------- timing
@@ -149,37 +151,52 @@ def fast_inference(channels_last: bool, bf16: bool) -> Callable:
     return wrap
 
 
-def measure(fit: Callable[[], object], predict: Callable[[object], tuple[np.ndarray, np.ndarray]],
-            timer: ForwardTimer, n_predict: int, repeats: int, do_predict: bool) -> dict:
-    """Run fit once and predict `repeats` times; times, peaks and the backbone's share."""
-    res: dict = {"baseline_rss": rss_bytes()}
+def measure(
+    fit: Callable[[], object],
+    predict: Callable[[object], tuple[np.ndarray, np.ndarray]],
+    timer: ForwardTimer,
+    n_predict: int,
+    repeats: int,
+    do_predict: bool,
+) -> dict:
+    """Run fit once and predict `repeats` times; wall and CPU times, peaks, the backbone's share.
+
+    CPU time (time.process_time, all threads) is reported too: on a shared machine it is less
+    sensitive to other processes than wall time. The load average brackets the run."""
+    res: dict = {"baseline_rss": rss_bytes(), "load_before": os.getloadavg()[0]}
     reset_peak()
     timer.reset()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model = fit()
     res["fit_s"] = time.perf_counter() - t0
+    res["fit_cpu_s"] = time.process_time() - c0
     res["fit_backbone_s"] = timer.seconds
     res["fit_peak"] = peak_bytes()
     res["rss_after_fit"] = rss_bytes()
     if not do_predict:
+        res["load_after"] = os.getloadavg()[0]
         return res
     reset_peak()
     runs = []
     for _ in range(repeats):
         timer.reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         maps, scores = predict(model)
-        runs.append((time.perf_counter() - t0, timer.seconds))
+        runs.append((time.perf_counter() - t0, time.process_time() - c0, timer.seconds))
     if maps.shape[0] != n_predict or not np.isfinite(maps).all():
-        raise RuntimeError(f"predict returned maps {maps.shape} (finite: {np.isfinite(maps).all()}), expected {n_predict}")
-    best, backbone = min(runs)
+        raise RuntimeError(
+            f"predict returned maps {maps.shape} (finite: {np.isfinite(maps).all()}), expected {n_predict}"
+        )
+    best, cpu, backbone = min(runs)
     res.update(
         predict_peak=peak_bytes(),
         predict_s=best,
         predict_all_s=[r[0] for r in runs],
         predict_ips=n_predict / best,
+        predict_cpu_s=min(r[1] for r in runs),
         predict_backbone_s=backbone,
         outside_share=1.0 - backbone / best,
+        load_after=os.getloadavg()[0],
         scores=scores.tolist(),
     )
     return res
@@ -195,8 +212,16 @@ def run_ours(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
     reduce = None if cfg.dim is None else f"random:{cfg.dim}"
 
     def fit():
-        est = PaDiM(backbone=cfg.backbone, layers=cfg.layers, reduce=reduce, pretrained=False, device="cpu",
-                    batch_size=BATCH, seed=args.seed, progress=False)
+        est = PaDiM(
+            backbone=cfg.backbone,
+            layers=cfg.layers,
+            reduce=reduce,
+            pretrained=False,
+            device="cpu",
+            batch_size=BATCH,
+            seed=args.seed,
+            progress=False,
+        )
         return est.fit(train)
 
     res = measure(fit, lambda est: est.predict(test), timer, len(test), args.repeats, not args.fit_only)
@@ -219,8 +244,9 @@ def build_anomalib(cfg: Config, seed: int):
 
     torch.manual_seed(seed)
     # n_features=None would mean anomalib's default (100 for resnet18): pass the full width instead.
-    return PadimModel(backbone=cfg.backbone, layers=list(cfg.layers), pre_trained=False,
-                      n_features=cfg.dim or cfg.channels)
+    return PadimModel(
+        backbone=cfg.backbone, layers=list(cfg.layers), pre_trained=False, n_features=cfg.dim or cfg.channels
+    )
 
 
 def anomalib_fit(model, train: Dataset):
@@ -258,8 +284,14 @@ def run_anomalib(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
 
     timer = ForwardTimer(TimmFeatureExtractor)
     patched = patch_inverse(cfg, args.patch_inv)
-    res = measure(lambda: anomalib_fit(build_anomalib(cfg, args.seed), train),
-                  lambda m: anomalib_predict(m, test), timer, len(test), args.repeats, not args.fit_only)
+    res = measure(
+        lambda: anomalib_fit(build_anomalib(cfg, args.seed), train),
+        lambda m: anomalib_predict(m, test),
+        timer,
+        len(test),
+        args.repeats,
+        not args.fit_only,
+    )
     res["settings"] = {"anomalib": anomalib.__version__, "inverse_patched": patched}
     return res
 
@@ -271,11 +303,14 @@ def run_agree(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
     import tempfile
 
     import torchvision
+
     from padim_lib.features import FeatureExtractor, align_concat
     from padim_lib.padim import PaDiM
 
     if cfg.backbone != "resnet18":
-        raise SystemExit("--side agree is implemented for resnet18 only (timm and torchvision share its names)")
+        raise SystemExit(
+            "--side agree is implemented for resnet18 only (timm and torchvision share its names)"
+        )
     patch_inverse(cfg, args.patch_inv)
     model = build_anomalib(cfg, args.seed)
     # timm's features_only resnet keeps torchvision's parameter names but drops layer4 and fc;
@@ -290,9 +325,17 @@ def run_agree(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
         weights = Path(tmp) / "resnet18-random.pt"
         torch.save(state, weights)
         # anomalib adds 0.01 I and then 1e-5 I to each covariance.
-        est = PaDiM(backbone="resnet18", layers=cfg.layers, reduce=None if cfg.dim is None else f"random:{cfg.dim}",
-                    eps=0.01 + 1e-5, weights=str(weights), device="cpu", batch_size=BATCH, seed=args.seed,
-                    progress=False).fit(train)
+        est = PaDiM(
+            backbone="resnet18",
+            layers=cfg.layers,
+            reduce=None if cfg.dim is None else f"random:{cfg.dim}",
+            eps=0.01 + 1e-5,
+            weights=str(weights),
+            device="cpu",
+            batch_size=BATCH,
+            seed=args.seed,
+            progress=False,
+        ).fit(train)
         ours_ext = FeatureExtractor("resnet18", cfg.layers, weights=str(weights))
     index = est.model_[0].channel_index
     if index is not None:
@@ -302,9 +345,13 @@ def run_agree(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
     with torch.no_grad():
         feats_a = model.feature_extractor(images)
         feats_o = ours_ext(images)
-        feat_diff = max(float((feats_a[k] - feats_o[k]).abs().max() / feats_o[k].abs().max()) for k in cfg.layers)
+        feat_diff = max(
+            float((feats_a[k] - feats_o[k]).abs().max() / feats_o[k].abs().max()) for k in cfg.layers
+        )
         emb_a = model.generate_embedding(feats_a)
-        dist_a = model.anomaly_map_generator.compute_distance(emb_a, [model.gaussian.mean, model.gaussian.inv_covariance])[:, 0]
+        dist_a = model.anomaly_map_generator.compute_distance(
+            emb_a, [model.gaussian.mean, model.gaussian.inv_covariance]
+        )[:, 0]
         dist_o = est.model_[0](align_concat([feats_o[k] for k in cfg.layers]))
     rel = (dist_a - dist_o).abs() / dist_o.abs().clamp_min(1e-12)
     maps_o, scores_o = est.predict(images)
@@ -331,8 +378,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fit-only", action="store_true")
-    ap.add_argument("--patch-inv", choices=("auto", "always", "never"), default="auto",
-                    help=f"anomalib: chunked Cholesky for torch.linalg.inv (auto: when d > {INV_SAFE_DIM})")
+    ap.add_argument(
+        "--patch-inv",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help=f"anomalib: chunked Cholesky for torch.linalg.inv (auto: when d > {INV_SAFE_DIM})",
+    )
     ap.add_argument("--channels-last", action="store_true", help="ours: channels-last backbone")
     ap.add_argument("--bf16", action="store_true", help="ours: bfloat16 autocast in the backbone")
     args = ap.parse_args(argv)
@@ -344,8 +395,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = CONFIGS[args.config]
     run = {"ours": run_ours, "anomalib": run_anomalib, "agree": run_agree}[args.side]
     res = run(cfg, train, test, args)
-    res.update(side=args.side, config=args.config, n_train=args.n_train, n_predict=args.n_predict,
-               threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version())
+    res.update(
+        side=args.side,
+        config=args.config,
+        n_train=args.n_train,
+        n_predict=args.n_predict,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+    )
     args.out.write_text(json.dumps(res))
     print(f"{args.side} {args.config}: done", file=sys.stderr)
 

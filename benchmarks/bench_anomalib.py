@@ -81,21 +81,46 @@ class Runner:
         self.args, self.pool, self.workdir = args, pool, workdir
         self.count = 0
 
-    def __call__(self, side: str, config: str, *, n_train: int, extra: Sequence[str] = (), fit_only=False) -> dict:
+    def __call__(
+        self, side: str, config: str, *, n_train: int, extra: Sequence[str] = (), fit_only=False
+    ) -> dict:
         a = self.args
         python = sys.executable if side == "ours" else str(a.anomalib_python)
         self.count += 1
         out = self.workdir / f"run{self.count:02d}-{side}-{config}-{n_train}.json"
-        cmd = [python, str(SIDE), "--side", side, "--config", config, "--pool", str(self.pool), "--out", str(out),
-               "--n-train", str(n_train), "--n-predict", str(a.n_predict), "--repeats", str(a.repeats),
-               "--threads", str(a.threads), "--seed", str(a.seed), *extra]
+        cmd = [
+            python,
+            str(SIDE),
+            "--side",
+            side,
+            "--config",
+            config,
+            "--pool",
+            str(self.pool),
+            "--out",
+            str(out),
+            "--n-train",
+            str(n_train),
+            "--n-predict",
+            str(a.n_predict),
+            "--repeats",
+            str(a.repeats),
+            "--threads",
+            str(a.threads),
+            "--seed",
+            str(a.seed),
+            *extra,
+        ]
         if fit_only:
             cmd.append("--fit-only")
         label = f"{side} {config} N={n_train}{' ' + ' '.join(extra) if extra else ''}{' fit only' if fit_only else ''}"
         need = NEED_GB.get((side if side != "agree" else "anomalib", config), 0.0)
         avail = mem_available_gb()
         if avail < need and not a.force:
-            print(f"[skip] {label}: {avail:.1f} GB available, {need:.0f} GB wanted (--force to run anyway)", flush=True)
+            print(
+                f"[skip] {label}: {avail:.1f} GB available, {need:.0f} GB wanted (--force to run anyway)",
+                flush=True,
+            )
             return {"error": f"skipped: {avail:.1f} GB available < {need:.0f} GB"}
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         if side == "agree":  # anomalib's env with padim_lib importable
@@ -109,11 +134,16 @@ class Runner:
             return {"error": f"timeout after {a.timeout} s"}
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            reason = "killed by signal 9 (out of memory?)" if proc.returncode == -9 else f"exit {proc.returncode}"
+            reason = (
+                "killed by signal 9 (out of memory?)" if proc.returncode == -9 else f"exit {proc.returncode}"
+            )
             print(f"[fail] {label}: {reason}: {' | '.join(tail)}", flush=True)
             return {"error": f"{reason}: {tail[-1] if tail else ''}"}
         print(f"[done] {label} in {time.perf_counter() - t0:.0f} s", flush=True)
-        return json.loads(out.read_text())
+        res = json.loads(out.read_text())
+        if res.get("predict_cpu_s"):
+            res["predict_ipcs"] = res["n_predict"] / res["predict_cpu_s"]
+        return res
 
 
 # ----------------------------------------------------------------------------- report
@@ -133,98 +163,130 @@ def _r(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
+# (header, result key, format, ratio shown); rates are per wall second and per CPU second.
+COLUMNS = (
+    ("fit s", "fit_s", ".1f", True),
+    ("fit cpu-s", "fit_cpu_s", ".1f", True),
+    ("im/s", "predict_ips", ".1f", True),
+    ("im/cpu-s", "predict_ipcs", ".2f", True),
+    ("outside bb", "outside_share", ".0%", False),
+    ("base GB", "baseline_rss", "gb", True),
+    ("fit pk GB", "fit_peak", "gb", True),
+    ("pred pk GB", "predict_peak", "gb", True),
+    ("load", "load_before", ".1f", False),
+)
+WIDTH = 11
+
+
+def _cell(res: dict, key: str, fmt: str) -> str:
+    if key not in res:
+        return "-"
+    return f"{res[key] / GB:.2f}" if fmt == "gb" else format(res[key], fmt)
+
+
 def row_lines(config: str, ours: dict, anom: dict) -> list[str]:
     lines = []
     for side, res in (("ours", ours), ("anomalib", anom)):
         if "error" in res:
             lines.append(f"{config:<11} {side:<9} {res['error']}")
             continue
-        share = f"{100 * res['outside_share']:.0f} %" if "outside_share" in res else "-"
-        note = " (inv patched)" if res.get("settings", {}).get("inverse_patched") else ""
-        lines.append(
-            f"{config:<11} {side:<9} {res['n_train']:>4} {_num(res, 'fit_s', '8.1f')} {_num(res, 'predict_ips', '10.1f')} "
-            f"{share:>9} {_gb(res, 'baseline_rss'):>8} {_gb(res, 'fit_peak'):>8} {_gb(res, 'predict_peak'):>8}{note}"
-        )
-    fit_t = _ratio(ours, anom, "fit_s")
-    lines.append(
-        f"{config:<11} {'ratio':<9} {'':>4} {_r(fit_t):>8} {_r(_ratio(ours, anom, 'predict_ips')):>10} {'':>9} "
-        f"{_r(_ratio(ours, anom, 'baseline_rss')):>8} {_r(_ratio(ours, anom, 'fit_peak')):>8} "
-        f"{_r(_ratio(ours, anom, 'predict_peak')):>8}"
-    )
+        cells = "".join(f"{_cell(res, key, fmt):>{WIDTH}}" for _, key, fmt, _ in COLUMNS)
+        note = " inv patched" if res.get("settings", {}).get("inverse_patched") else ""
+        lines.append(f"{config:<11} {side:<9} {res['n_train']:>4}{cells}{note}")
+    cells = "".join(f"{_r(_ratio(ours, anom, key)) if show else '':>{WIDTH}}" for _, key, _, show in COLUMNS)
+    lines.append(f"{config:<11} {'ratio':<9} {'':>4}{cells}".rstrip())
     return lines
 
 
-def target(name: str, value: float | None, limit: float, higher_is_better: bool, fmt: str) -> tuple[str, bool | None]:
+def target(
+    name: str, value: float | None, limit: float, higher_is_better: bool, fmt: str, note: str = ""
+) -> str:
+    """One line: [met ] / [MISS] / [n/a ], the value, the limit and an optional note."""
     if value is None:
-        return f"  [n/a ] {name}: not measured", None
+        return f"  [n/a ] {name}: not measured"
     ok = value >= limit if higher_is_better else value <= limit
     rel = "\u2265" if higher_is_better else "\u2264"
-    return f"  [{'met ' if ok else 'MISS'}] {name}: {format(value, fmt)} (target {rel} {format(limit, fmt)})", ok
+    return f"  [{'met ' if ok else 'MISS'}] {name}: {value:{fmt}} (target {rel} {limit:{fmt}}){note}"
+
+
+def throughput_target(rows: dict, config: str, limit: float) -> str:
+    o, a = rows[config]["ours"], rows[config]["anomalib"]
+    cpu = _ratio(o, a, "predict_ipcs")
+    note = "" if cpu is None else f"; per CPU second {cpu:.2f}"
+    return target(
+        f"{config} predict throughput ours/anomalib", _ratio(o, a, "predict_ips"), limit, True, ".2f", note
+    )
 
 
 def report(results: dict, args) -> str:
     out = []
-    head = (f"{'config':<11} {'side':<9} {'N':>4} {'fit s':>8} {'pred im/s':>10} {'!backbone':>9} "
-            f"{'base GB':>8} {'fitpk GB':>8} {'predpk GB':>8}")
+    head = f"{'config':<11} {'side':<9} {'N':>4}" + "".join(f"{h:>{WIDTH}}" for h, *_ in COLUMNS)
     out += [head, "-" * len(head)]
     for config in args.configs:
         out += row_lines(config, results["rows"][config]["ours"], results["rows"][config]["anomalib"])
-    out.append("(!backbone: share of predict time outside the backbone forward; base: RSS before the fit; "
-               "peaks: process RSS peaks of fit and predict; ratio: ours / anomalib)")
+    out.append(
+        "(fit: N training images, model construction included; im/s: predict throughput, batch 16, best of "
+        f"{args.repeats}; cpu-s: process CPU seconds, all threads; outside bb: share of predict time outside the "
+        "backbone forward; base: RSS before the fit; pk: RSS peaks of fit and predict; load: 1-min load "
+        "average at the start; ratio: ours / anomalib)"
+    )
     for config, ref in REFERENCE.items():
         if config in args.configs and args.n_train == 100:
             a = results["rows"][config]["anomalib"]
-            out.append(f"issue reference, anomalib {config}: fit {ref['fit_s']} s, {ref['predict_ips']} im/s, "
-                       f"peak {ref['fit_peak_gb']} GB; here fit {_num(a, 'fit_s', '.1f')} s, "
-                       f"{_num(a, 'predict_ips', '.1f')} im/s, peak {_gb(a, 'fit_peak')} GB")
+            out.append(
+                f"issue reference, anomalib {config}: fit {ref['fit_s']} s, {ref['predict_ips']} im/s, "
+                f"peak {ref['fit_peak_gb']} GB; here fit {_num(a, 'fit_s', '.1f')} s, "
+                f"{_num(a, 'predict_ips', '.1f')} im/s, peak {_gb(a, 'fit_peak')} GB"
+            )
 
     growth = results.get("growth", {})
     if growth:
         out.append("")
         out.append("WR50-Rd550 fit peak memory (GB) by number of training images:")
-        for n, res in sorted(growth.get("ours", {}).items(), key=lambda kv: int(kv[0])):
-            out.append(f"  ours     N={int(n):>3}: {_gb(res, 'fit_peak') if 'error' not in res else res['error']}"
-                       + (f"  (fit {res['fit_s']:.0f} s)" if "fit_s" in res else ""))
-        for n, res in sorted(growth.get("anomalib", {}).items(), key=lambda kv: int(kv[0])):
-            out.append(f"  anomalib N={int(n):>3}: {_gb(res, 'fit_peak') if 'error' not in res else res['error']}"
-                       + (f"  (fit {res['fit_s']:.0f} s)" if "fit_s" in res else ""))
+        for side in ("ours", "anomalib"):
+            for n, res in sorted(growth.get(side, {}).items(), key=lambda kv: int(kv[0])):
+                value = res.get("error") or f"{_gb(res, 'fit_peak')}  (fit {res['fit_s']:.0f} s)"
+                out.append(f"  {side:<8} N={int(n):>3}: {value}")
 
     out.append("")
     out.append("Targets (issue 3):")
     rows = results["rows"]
-    checks = []
     if "R18-Rd100" in rows:
-        o, a = rows["R18-Rd100"]["ours"], rows["R18-Rd100"]["anomalib"]
-        checks.append(target("R18-Rd100 predict throughput ours/anomalib", _ratio(o, a, "predict_ips"), 1.0, True, ".2f"))
-        checks.append(target("R18-Rd100 share of our predict time outside the backbone",
-                             o.get("outside_share"), 0.15, False, ".1%"))
+        out.append(throughput_target(rows, "R18-Rd100", 1.0))
+        share = rows["R18-Rd100"]["ours"].get("outside_share")
+        out.append(
+            target("R18-Rd100 share of our predict time outside the backbone", share, 0.15, False, ".1%")
+        )
     for config in ("R18-448", "WR50-Rd550"):
         if config in rows:
-            o, a = rows[config]["ours"], rows[config]["anomalib"]
-            checks.append(target(f"{config} predict throughput ours/anomalib", _ratio(o, a, "predict_ips"), 1.3, True, ".2f"))
+            out.append(throughput_target(rows, config, 1.3))
     if growth:
         ours_g, anom_g = growth.get("ours", {}), growth.get("anomalib", {})
-        n_mem = str(args.memory_n)
-        checks.append(target(f"WR50-Rd550 fit peak at N={n_mem} ours/anomalib",
-                             _ratio(ours_g.get(n_mem, {}), anom_g.get(n_mem, {}), "fit_peak"), 0.5, False, ".2f"))
-        lo, hi = str(min(args.growth)), str(max(args.growth))
+        n_mem, lo, hi = str(args.memory_n), str(min(args.growth)), str(max(args.growth))
+        ratio = _ratio(ours_g.get(n_mem, {}), anom_g.get(n_mem, {}), "fit_peak")
+        out.append(target(f"WR50-Rd550 fit peak at N={n_mem} ours/anomalib", ratio, 0.5, False, ".2f"))
         g = _ratio(ours_g.get(hi, {}), ours_g.get(lo, {}), "fit_peak")
-        checks.append(target(f"WR50-Rd550 our fit peak growth N={lo} -> {hi}", None if g is None else g - 1, 0.10,
-                             False, ".1%"))
-    out += [line for line, _ in checks]
+        growth_name = f"WR50-Rd550 our fit peak growth N={lo} -> {hi}"
+        out.append(target(growth_name, None if g is None else g - 1, 0.10, False, ".1%"))
 
     agree = results.get("agree")
     if agree:
         out.append("")
-        out.append("Agreement with anomalib, same random resnet18 weights and channels (R18-Rd100, "
-                   f"{agree.get('n_images', '?')} test images):")
+        out.append(
+            "Agreement with anomalib, same random resnet18 weights and channels (R18-Rd100, "
+            f"{agree.get('n_images', '?')} test images):"
+        )
         if "error" in agree:
             out.append(f"  {agree['error']}")
         else:
-            out.append(f"  backbone features max rel diff {agree['feature_max_rel_diff']:.1e}; Mahalanobis grid "
-                       f"max rel diff {agree['distance_max_rel_diff']:.1e} (median {agree['distance_median_rel_diff']:.1e})")
-            out.append(f"  final maps max diff / max {agree['map_max_rel_diff']:.1e}, image scores max rel diff "
-                       f"{agree['score_max_rel_diff']:.1e} (upsampling differs: ours bicubic, anomalib bilinear)")
+            out.append(
+                f"  backbone features max rel diff {agree['feature_max_rel_diff']:.1e}; Mahalanobis grid "
+                f"max rel diff {agree['distance_max_rel_diff']:.1e} (median {agree['distance_median_rel_diff']:.1e})"
+            )
+            out.append(
+                f"  final maps max diff / max {agree['map_max_rel_diff']:.1e}, image scores max rel diff "
+                f"{agree['score_max_rel_diff']:.1e} (upsampling differs: ours bicubic, anomalib bilinear)"
+            )
 
     fast = results.get("fast")
     if fast:
@@ -235,10 +297,12 @@ def report(results: dict, args) -> str:
             if "error" in res:
                 out.append(f"  {config}: {res['error']}")
                 continue
-            out.append(f"  {config}: predict {res['predict_ips']:.1f} im/s ({_r(_ratio(res, base, 'predict_ips'))} "
-                       f"fp32), fit {res['fit_s']:.1f} s ({_r(_ratio(res, base, 'fit_s'))}); image AUROC "
-                       f"{entry['auroc_fast']:.3f} vs {entry['auroc_fp32']:.3f} fp32, scores Spearman "
-                       f"{entry['spearman']:.4f}, max rel diff {entry['score_max_rel_diff']:.1e}")
+            out.append(
+                f"  {config}: predict {res['predict_ips']:.1f} im/s ({_r(_ratio(res, base, 'predict_ips'))} "
+                f"fp32), fit {res['fit_s']:.1f} s ({_r(_ratio(res, base, 'fit_s'))}); image AUROC "
+                f"{entry['auroc_fast']:.3f} vs {entry['auroc_fp32']:.3f} fp32, scores Spearman "
+                f"{entry['spearman']:.4f}, max rel diff {entry['score_max_rel_diff']:.1e}"
+            )
     return "\n".join(out)
 
 
@@ -268,8 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--category", default="washer", help="synthetic class")
-    ap.add_argument("--growth", type=int, nargs="+", default=[50, 200, 400],
-                    help="training-set sizes for our WR50-Rd550 fit peak")
+    ap.add_argument(
+        "--growth",
+        type=int,
+        nargs="+",
+        default=[50, 200, 400],
+        help="training-set sizes for our WR50-Rd550 fit peak",
+    )
     ap.add_argument("--memory-n", type=int, default=200, help="N of the WR50-Rd550 fit-peak comparison")
     ap.add_argument("--no-growth", action="store_true", help="skip the WR50-Rd550 fit-peak runs")
     ap.add_argument("--no-agree", action="store_true", help="skip the same-weights agreement check")
@@ -277,12 +346,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--anomalib-python", type=Path, default=DEFAULT_ANOMALIB_PYTHON)
     ap.add_argument("--workdir", type=Path, help="keep data and per-run JSON here (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also write all results to this file")
-    ap.add_argument("--timeout", type=int, default=1200, help="seconds per measurement before it is killed")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per measurement before it is killed")
     ap.add_argument("--force", action="store_true", help="run WR50 even when free memory looks short")
     args = ap.parse_args(argv)
     if not args.anomalib_python.exists():
-        sys.exit(f"{args.anomalib_python} not found: run benchmarks/setup_anomalib_env.sh first "
-                 "(or pass --anomalib-python)")
+        sys.exit(
+            f"{args.anomalib_python} not found: run benchmarks/setup_anomalib_env.sh first "
+            "(or pass --anomalib-python)"
+        )
     # WR50 last: anomalib's fit needs most of the machine's memory.
     args.configs = [c for c in CONFIG_NAMES if c in args.configs]
 
@@ -292,23 +363,33 @@ def main(argv: list[str] | None = None) -> None:
         n_pool = min(args.n_train, 100) if args.no_growth else 100
         pool = make_pool(workdir, args.category, n_pool, args.seed)
         run = Runner(args, pool, workdir)
-        print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
-              f"MemAvailable {mem_available_gb():.1f} GB", flush=True)
+        print(
+            f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
+            f"MemAvailable {mem_available_gb():.1f} GB",
+            flush=True,
+        )
         results: dict = {"rows": {}, "settings": vars(args) | {"anomalib_python": str(args.anomalib_python)}}
         if not args.no_agree:
             results["agree"] = run("agree", "R18-Rd100", n_train=args.n_train)
         for config in args.configs:
-            results["rows"][config] = {side: run(side, config, n_train=args.n_train) for side in ("ours", "anomalib")}
+            results["rows"][config] = {
+                side: run(side, config, n_train=args.n_train) for side in ("ours", "anomalib")
+            }
             if args.fast and "error" not in results["rows"][config]["ours"]:
                 res = run("ours", config, n_train=args.n_train, extra=["--channels-last", "--bf16"])
                 labels = torch.load(pool, weights_only=True)["labels"].numpy()
                 results.setdefault("fast", {})[config] = (
-                    {"result": res} if "error" in res else fast_effect(results["rows"][config]["ours"], res, labels))
+                    {"result": res}
+                    if "error" in res
+                    else fast_effect(results["rows"][config]["ours"], res, labels)
+                )
         if not args.no_growth:
             growth: dict = {"ours": {}, "anomalib": {}}
             for n in sorted(set(args.growth) | {args.memory_n}):
                 growth["ours"][str(n)] = run("ours", "WR50-Rd550", n_train=n, fit_only=True)
-            growth["anomalib"][str(args.memory_n)] = run("anomalib", "WR50-Rd550", n_train=args.memory_n, fit_only=True)
+            growth["anomalib"][str(args.memory_n)] = run(
+                "anomalib", "WR50-Rd550", n_train=args.memory_n, fit_only=True
+            )
             results["growth"] = growth
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))

@@ -60,23 +60,34 @@ def timed(fn, *args, **kwargs) -> float:
     return time.perf_counter() - t0
 
 
+def load() -> str:
+    """The 1-minute load average: on a shared machine, timings only mean something next to it."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
 def bench_study(args: argparse.Namespace, scratch: Path) -> None:
     study, tasks = study_tasks(args.study, args.classes, args.seeds, args.max_train, args.bootstrap)
     n_features = len({s for t in tasks for s in t.feature_specs()})
     print(f"study {args.study.name}: {len(tasks)} tasks, {n_features} feature jobs, "
           f"classes {sorted({t.category for t in tasks})}, bootstrap {study.get('bootstrap', 200)}", flush=True)
     common = dict(device=study.get("device", "auto"), bootstrap=study.get("bootstrap", 200), progress=args.progress)
+    before = load()
     wall_local = timed(sweep.run, tasks, scratch / "inproc", **common)
-    print(f"  in-process:              {wall_local:8.1f} s  ({wall_local / len(tasks):.2f} s/task)", flush=True)
+    print(f"  in-process:              {wall_local:8.1f} s  ({wall_local / len(tasks):.2f} s/task; "
+          f"{before} -> {load()})", flush=True)
+    before = load()
     wall_dask = timed(sweep.run, tasks, scratch / "dask", local_cluster=args.workers, **common)
     print(f"  LocalCluster({args.workers} workers): {wall_dask:8.1f} s  ({wall_dask / len(tasks):.2f} s/task, "
-          "incl. cluster start)", flush=True)
+          f"incl. cluster start; {before} -> {load()})", flush=True)
     print(f"  speed-up in-process / LocalCluster: {wall_local / wall_dask:.2f}x", flush=True)
     a = sweep.ResultStore(scratch / "inproc").load()
     b = sweep.ResultStore(scratch / "dask").load()
     key = ["task_key", "metric", "replicate"]
-    same = a.sort_values(key)["value"].to_numpy() == b.sort_values(key)["value"].to_numpy()
-    print(f"  rows identical in both runs: {bool(same.all())} ({len(a)} rows)", flush=True)
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key]), "the two runs stored different rows"
+    # Not bit-identical: torch sums in another order with 2 threads (in-process) than with 1 (a worker).
+    print(f"  same {len(a)} rows in both runs; max |difference| of values "
+          f"{(a['value'] - b['value']).abs().max():.1e} (float rounding: torch threads differ)", flush=True)
 
 
 def bench_overhead(args: argparse.Namespace, scratch: Path) -> None:
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.study = args.study.resolve()
     os.chdir(ROOT)  # the example studies' relative paths (data/synthetic) are relative to the repository
-    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
+    print(f"machine: {os.cpu_count()} CPUs, {load()}; python {sys.version.split()[0]}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         if not args.skip_study:
             bench_study(args, Path(tmp))

@@ -326,6 +326,7 @@ def run_notebook(
             progress_bar=False,
             stdout_file=sys.stdout if stream else None,
             stderr_file=sys.stderr if stream else None,
+            **_kernel_manager_kwargs(),
         )
         propagate_display_tags(chapter.executed)
     except PapermillExecutionError as exc:
@@ -365,6 +366,23 @@ def propagate_display_tags(path: Path) -> None:
         if "injected-parameters" in tags:
             cell.metadata["tags"] = list(dict.fromkeys([*tags, *display]))
     nbformat.write(nb, path)
+
+
+def _kernel_manager_kwargs() -> dict[str, Any]:
+    """Let jupyter_client give the kernel CurveZMQ keys (our kernelspec declares support), so the
+    kernel's traffic on 127.0.0.1 is encrypted and ipykernel does not warn about plain TCP."""
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+
+    if not zmq.has("curve"):
+        return {}
+
+    class CurveKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport_encryption", "auto")
+            super().__init__(**kwargs)
+
+    return {"kernel_manager_class": CurveKernelManager}
 
 
 def write_placeholder(chapter: Chapter) -> None:
@@ -788,36 +806,66 @@ VERDICT_COLOURS = {"holds": "#d4edda", "does not hold": "#f8d7da", "inconclusive
                    "not comparable": "#e2e3e5", "not tested": "#e2e3e5"}
 
 
-def claims_table(verdicts):
-    """stats.evaluate_claims output as a styled table: claim, test, reproduced [CI], paper, verdict."""
+def run_names(runs: Sequence[TableRun]) -> dict[str, str]:
+    """Published row name -> this run's label, where they differ (e.g. "Rd 100" -> "Rd 40")."""
+    return {c.published_row: c.label for r in runs for c in r.configs
+            if c.published_row and c.published_row != c.label}
+
+
+def claims_table(verdicts, names: Mapping[str, str] | None = None):
+    """stats.evaluate_claims output as a styled table, one block of rows per quoted sentence.
+
+    Rows are grouped by (table, the paper's sentence, claim id); columns: the test (with this run's
+    configuration names when `names` maps published rows to them), reproduced value [95 % CI],
+    the same quantity on the paper's table, and the verdict (coloured).
+    """
     import math
+    import re
 
     import pandas as pd
 
+    names = dict(names or {})
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))) if names else None
+
+    def test(r) -> str:
+        check = str(r["check"]) if isinstance(r["check"], str) else str(r["test"])
+        renamed = pattern.sub(lambda m: names[m.group(0)], check) if pattern else check
+        text = renamed if renamed == check else f"{renamed}<br><small>(the paper: {check})</small>"
+        # the note matters when nothing could be computed; otherwise the check says it all
+        note = f"; {r['note']}" if r["verdict"] == "not tested" and isinstance(r["note"], str) else ""
+        return f"{text}<br><small>{r['metric']}, {r['group']}{note}</small>"
+
     def number(r) -> str:
-        if r.get("reproduced") is None or (isinstance(r["reproduced"], float) and math.isnan(r["reproduced"])):
+        value = r.get("reproduced")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             return "–"
         if r["unit"] == "fraction":
-            return f"{r['reproduced']:.1e} [{r['ci_low']:.1e}, {r['ci_high']:.1e}]"
-        return f"{r['reproduced']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] p.p."
+            return f"{value:.1e}<br>[{r['ci_low']:.1e}, {r['ci_high']:.1e}]"
+        return f"{value:+.1f} p.p.<br>[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
 
     def paper(r) -> str:
         pub = r.get("published")
         if pub is None or (isinstance(pub, float) and math.isnan(pub)):
             return str(r.get("paper_table", "n/a"))
-        return f"{pub:+.1f} p.p. ({r['paper_table']})"
+        return f"{pub:+.1f} p.p.<br>({r['paper_table']})"
 
+    # The claim id keeps the index unique (Styler.map needs it); it is hidden, and rows sharing a
+    # sentence show it once (Styler spans equal index values).
+    sentences = [f"“{q.strip()}” ({t})" for q, t in zip(verdicts["claim"], verdicts["table"], strict=True)]
+    index = pd.MultiIndex.from_arrays([sentences, verdicts["id"]], names=["the paper's sentence", "claim"])
     df = pd.DataFrame({
-        "claim (the paper's words)": verdicts["claim"],
-        "tested as": verdicts["check"].fillna("") + " · " + verdicts["metric"] + ", " + verdicts["group"],
+        "tested as": [test(r) for _, r in verdicts.iterrows()],
         "reproduced [95 % CI]": [number(r) for _, r in verdicts.iterrows()],
         "paper's table": [paper(r) for _, r in verdicts.iterrows()],
-        "verdict": verdicts["verdict"],
-        "note": verdicts["note"].fillna(""),
-    })
-    return df.style.hide(axis="index").map(
-        lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=["verdict"]
-    )
+        "verdict": list(verdicts["verdict"]),
+    }, index=index)
+    styles = [
+        {"selector": "th.row_heading", "props": "text-align: left; vertical-align: top; font-weight: normal;"
+                                                "font-style: italic; min-width: 16em;"},
+        {"selector": "td", "props": "vertical-align: top; text-align: left;"},
+    ]
+    return (df.style.set_table_styles(styles).hide(axis="index", level="claim")
+            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')};", subset=["verdict"]))
 
 
 # ----------------------------------------------------------------------------- the method chapter

@@ -10,8 +10,10 @@ Bootstrap design (so that differences between configurations are paired):
 * resampling is stratified: good and defective test images are each resampled with
   replacement within their group, so every replicate keeps the test set's class balance (as
   the evaluation protocol fixes it) and every metric stays defined;
-* a resample is a vector of repeat counts per image; `metrics.PixelScores` evaluates pixel
-  AUROC and PRO under those weights without re-sorting the pixels.
+* a resample is a vector of repeat counts per image. `stats.BootstrapPixelMetrics` sorts the
+  pixels once and then evaluates pixel AUROC and PRO under any weights in O(N^2) (N test
+  images), exactly as `metrics.PixelScores` would (equal up to float rounding, tested), which
+  makes 200 replicates cost well under a second instead of one pass over all pixels each.
 Pixel metrics need ground-truth masks: without them the rows have image AUROC only (pixel
 AUROC and PRO are "not available", never 0).
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,7 @@ import torch
 
 from padim_lib.config import ExperimentConfig, stable_hash
 from padim_lib.errors import PadimError
-from padim_lib.featcache import FeatureSpec, data_identity, ensure_features, load_features
+from padim_lib.featcache import FeatureBatches, FeatureSpec, data_identity, ensure_features, load_features
 
 ROW_COLUMNS = [
     "data_root", "category", "kind", "config_key", "label", "published_row", "method", "backbone",
@@ -136,24 +138,6 @@ class _PixelScoresAdapter:
         return fpr, tpr
 
 
-class _Batches:
-    """Re-iterable float32 per-layer batches of cached features (PCA reads the training set twice)."""
-
-    def __init__(self, features: dict[str, torch.Tensor], layers: Sequence[str], batch_size: int = FEATURE_BATCH):
-        missing = [x for x in layers if x not in features]
-        if missing:
-            raise PadimError(f"layers {missing} are not in the feature file (it has {list(features)})")
-        self.features, self.layers, self.batch_size = features, tuple(layers), batch_size
-        self.n = int(features[self.layers[0]].shape[0])
-
-    def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for start in range(0, self.n, self.batch_size):
-            yield {x: self.features[x][start : start + self.batch_size].float() for x in self.layers}
-
-
 def _thin_curve(x: np.ndarray, y: np.ndarray, n: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most n points of a monotone curve, evenly spaced along its length (ends kept)."""
     if len(x) <= n:
@@ -245,10 +229,10 @@ def run_task(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    model = _build_model(cfg, device).fit_features(_Batches(train["features"], layers))
+    model = _build_model(cfg, device).fit_features(FeatureBatches(train["features"], layers, FEATURE_BATCH))
     timings["fit_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    maps, scores = model.predict_features(_Batches(test["features"], layers), test["image_size"])
+    maps, scores = model.predict_features(FeatureBatches(test["features"], layers, FEATURE_BATCH), test["image_size"])
     timings["predict_s"] = time.perf_counter() - t0
 
     labels, masks = test["labels"], test["masks"]

