@@ -829,8 +829,7 @@ def claims_table(verdicts, names: Mapping[str, str] | None = None):
 
     def test(r) -> str:
         check = str(r["check"]) if isinstance(r["check"], str) else str(r["test"])
-        renamed = pattern.sub(lambda m: names[m.group(0)], check) if pattern else check
-        text = renamed if renamed == check else f"{renamed}<br><small>(the paper: {check})</small>"
+        text = pattern.sub(lambda m: names[m.group(0)], check) if pattern else check
         # the note matters when nothing could be computed; otherwise the check says it all
         note = f"; {r['note']}" if r["verdict"] == "not tested" and isinstance(r["note"], str) else ""
         return f"{text}<br><small>{r['metric']}, {r['group']}{note}</small>"
@@ -864,7 +863,11 @@ def claims_table(verdicts, names: Mapping[str, str] | None = None):
                                                 "font-style: italic; min-width: 16em;"},
         {"selector": "td", "props": "vertical-align: top; text-align: left;"},
     ]
-    return (df.style.set_table_styles(styles).hide(axis="index", level="claim")
+    used = {k: v for k, v in names.items() if pattern and any(k in str(c) for c in verdicts["check"])}
+    caption = ("This run's configurations stand for the paper's: "
+               + ", ".join(f"{v} for {k}" for k, v in used.items()) + ".") if used else ""
+    styles.append({"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.9em;"})
+    return (df.style.set_table_styles(styles).set_caption(caption).hide(axis="index", level="claim")
             .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')};", subset=["verdict"]))
 
 
