@@ -60,6 +60,12 @@ def timed(fn, *args, **kwargs) -> float:
     return time.perf_counter() - t0
 
 
+def torch_default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def load() -> str:
     """The 1-minute load average: on a shared machine, timings only mean something next to it."""
     return f"load {os.getloadavg()[0]:.1f}"
@@ -72,8 +78,9 @@ def bench_study(args: argparse.Namespace, scratch: Path) -> None:
           f"classes {sorted({t.category for t in tasks})}, bootstrap {study.get('bootstrap', 200)}", flush=True)
     common = dict(device=study.get("device", "auto"), bootstrap=study.get("bootstrap", 200), progress=args.progress)
     before = load()
-    wall_local = timed(sweep.run, tasks, scratch / "inproc", **common)
-    print(f"  in-process:              {wall_local:8.1f} s  ({wall_local / len(tasks):.2f} s/task; "
+    wall_local = timed(sweep.run, tasks, scratch / "inproc", torch_threads=args.torch_threads, **common)
+    threads = args.torch_threads or f"torch default {torch_default_threads()}"
+    print(f"  in-process ({threads} threads): {wall_local:8.1f} s  ({wall_local / len(tasks):.2f} s/task; "
           f"{before} -> {load()})", flush=True)
     before = load()
     wall_dask = timed(sweep.run, tasks, scratch / "dask", local_cluster=args.workers, **common)
@@ -128,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=None, help="cap on training images per class")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates instead of the study's")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch threads for the in-process run (default: torch's own, all cores)")
     p.add_argument("--noop-tasks", type=int, default=200)
     p.add_argument("--skip-study", action="store_true", help="only measure the per-task overhead")
     p.add_argument("--progress", action="store_true", help="show the sweep's progress bars")

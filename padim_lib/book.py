@@ -10,8 +10,14 @@ Where things live (paths relative to the project root, the folder holding `_conf
   `book/references.md`; `_config.yml` sets `only_build_toc_files: true`, so jupyter-book renders
   exactly what papermill produced and never the sources, and `execute_notebooks: "off"`, so
   papermill stays the only executor. A chapter that has never been run (e.g. after `--only`) gets
-  a placeholder page saying how to run it, so the build never points at a missing file.
+  a placeholder page saying how to run it, so the build never points at a missing file. Chapters
+  not selected keep their last executed copy, which may come from other parameters: re-run the
+  whole book (no `--only`) before publishing it.
 - `_build/html/index.html`: the book.
+
+Notebooks run in a kernel of this very interpreter (`private_kernel`: a temporary kernelspec for
+`sys.executable`, first on JUPYTER_PATH), with the project root as working directory; the kernel's
+stdout and stderr (the sweep's progress) are streamed to the terminal.
 
 Profiles give every notebook parameter a value (`PROFILES`); `-p name=value` overrides apply on
 top, and only to the notebooks that declare that parameter. `auto` picks `paper` when MVTec AD is
@@ -108,11 +114,10 @@ def build_book(
     selected = select_chapters(chapters, only)
     name, values = resolve_profile(profile, root, params)
     per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
-    for data_root in dict.fromkeys(p["data_root"] for p in per_notebook.values() if "data_root" in p):
-        prepare_data(name, data_root, root, log=log)
-
     t0 = time.perf_counter()
     log(f"padim book: profile {name!r}, {len(selected)} notebook(s), root {root}")
+    for data_root in dict.fromkeys(p["data_root"] for p in per_notebook.values() if "data_root" in p):
+        prepare_data(name, data_root, root, log=log)
     with private_kernel() as kernel:
         for i, chapter in enumerate(selected, 1):
             log(f"[{i}/{len(selected)}] {chapter.stem}: running (elapsed {_fmt_s(time.perf_counter() - t0)})")

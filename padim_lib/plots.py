@@ -277,7 +277,10 @@ def feature_maps_figure(image: np.ndarray, features: Mapping[str, np.ndarray], *
     fig, axes = plt.subplots(rows, n_channels + 1, figsize=(1.9 * (n_channels + 1), 1.9 * rows), squeeze=False)
     for r, (layer, fmap) in enumerate(features.items()):
         fmap = np.asarray(fmap)
-        axes[r, 0].imshow(_as_hwc(image)) if r == 0 else axes[r, 0].set_visible(False)
+        if r == 0:
+            axes[r, 0].imshow(_as_hwc(image))
+        else:
+            axes[r, 0].set_visible(False)
         for c in range(n_channels):
             ax = axes[r, c + 1]
             if c < fmap.shape[0]:

@@ -60,6 +60,7 @@ STUDY_KEYS = {
     "seeds": "seeds for configurations that use one, i.e. random projections (default: [0])",
     "device": "auto, cpu, cuda, cuda:N (default: auto)",
     "bootstrap": "bootstrap replicates over test images (default: 200)",
+    "torch_threads": "torch threads per task (default: torch's own in-process, the worker's threads on Dask)",
     "base": "ExperimentConfig fields shared by every configuration",
     "configurations": "list of presets (table1, table2) or ExperimentConfig field mappings (required)",
 }
@@ -217,33 +218,36 @@ def expand(study: Mapping[str, Any], *, source: str = "study") -> list[Task]:
 # Jobs (module-level so Dask can pickle them by reference)
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _worker_threads() -> Iterator[None]:
-    """Under a Dask worker, limit torch's intra-op threads to the worker's share for this job.
+def _torch_threads(requested: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads for one job, and restore them after it.
 
-    Outside Dask nothing changes (library code must not set torch threads globally). torch is only
-    touched if the task's module already imported it, so cheap jobs do not pay for importing it.
+    `requested` None: under a Dask worker, the worker's thread count (its share of the machine);
+    in-process, unchanged. torch is only touched if the task's module already imported it, so
+    cheap jobs do not pay for importing it. (Library code never sets the count for good.)
     """
-    try:
-        from distributed import get_worker
+    n = requested
+    if n is None:
+        try:
+            from distributed import get_worker
 
-        nthreads = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        yield
-        return
+            n = get_worker().state.nthreads
+        except (ImportError, ValueError, AttributeError):
+            n = None
     torch = sys.modules.get("torch")
-    if torch is None:
+    if n is None or torch is None:
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, nthreads))
+    torch.set_num_threads(max(1, int(n)))
     try:
         yield
     finally:
         torch.set_num_threads(previous)
 
 
-def _feature_job(spec: FeatureSpec, cache_dir: str, device: str, feature_fn: FeatureFn) -> str:
-    with _worker_threads():
+def _feature_job(spec: FeatureSpec, cache_dir: str, device: str, feature_fn: FeatureFn,
+                 threads: int | None = None) -> str:
+    with _torch_threads(threads):
         return str(feature_fn(spec, cache_dir, device=device, progress=False))
 
 
@@ -255,6 +259,7 @@ def _task_job(
     device: str,
     bootstrap: int,
     task_fn: TaskFn,
+    threads: int | None,
     *feature_paths: str,
 ) -> dict[str, Any]:
     """Compute one task and store its rows (on the worker). Returns a small summary, not the rows."""
@@ -262,7 +267,7 @@ def _task_job(
     if store.has(task_key):  # done by an earlier attempt or by another sweep on the same cache
         return {"task_key": task_key, "computed": False, "seconds": 0.0}
     t0 = time.perf_counter()
-    with _worker_threads():
+    with _torch_threads(threads):
         rows, artifacts = task_fn(
             task, cache_dir, device=device, bootstrap=bootstrap, feature_paths=tuple(Path(p) for p in feature_paths)
         )
@@ -351,14 +356,14 @@ def _plan(tasks: Sequence[Task], keys: Sequence[str], store: ResultStore) -> _Pl
     return _Plan(list(todo.items()), specs, deps, n_stored)
 
 
-def _run_in_process(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn, progress) -> list[dict]:
+def _run_in_process(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn, progress, threads) -> list[dict]:
     failures: list[dict] = []
     feature_paths: dict[str, str] = {}
     feature_errors: dict[str, str] = {}
     for fkey, spec in plan.specs.items():
         progress.set_running(1)
         try:
-            feature_paths[fkey] = _feature_job(spec, cache_dir, device, feature_fn)
+            feature_paths[fkey] = _feature_job(spec, cache_dir, device, feature_fn, threads)
             progress.done()
         except Exception as exc:
             label = f"features {spec.category} {spec.split} {spec.backbone}"
@@ -375,7 +380,7 @@ def _run_in_process(plan, store, cache_dir, device, bootstrap, task_fn, feature_
             continue
         progress.set_running(1)
         try:
-            _task_job(task, key, str(store.directory), cache_dir, device, bootstrap, task_fn,
+            _task_job(task, key, str(store.directory), cache_dir, device, bootstrap, task_fn, threads,
                       *[feature_paths[f] for f in plan.deps[key]])
             progress.done()
         except Exception as exc:
@@ -418,18 +423,19 @@ def _describe(fut) -> str:
     return f"job {fut.status}"
 
 
-def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn, progress, client, retries):
+def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn, progress, client, retries,
+                 threads):
     from distributed import as_completed
 
     results_dir = str(store.directory)
     # Deterministic keys: two clients on one scheduler share a job instead of running it twice.
     ffuts = {
-        fkey: client.submit(_feature_job, spec, cache_dir, device, feature_fn,
+        fkey: client.submit(_feature_job, spec, cache_dir, device, feature_fn, threads,
                             key=f"padim-features-{fkey}", retries=retries, pure=False)
         for fkey, spec in plan.specs.items()
     }
     tfuts = {
-        key: client.submit(_task_job, task, key, results_dir, cache_dir, device, bootstrap, task_fn,
+        key: client.submit(_task_job, task, key, results_dir, cache_dir, device, bootstrap, task_fn, threads,
                            *[ffuts[f] for f in plan.deps[key]],
                            key=f"padim-task-{key}", retries=retries, pure=False)
         for key, task in plan.todo
@@ -500,6 +506,7 @@ def run(
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
     retries: int = DEFAULT_RETRIES,
+    torch_threads: int | None = None,
     task_fn: TaskFn | None = None,
     feature_fn: FeatureFn | None = None,
 ) -> pd.DataFrame:
@@ -509,6 +516,9 @@ def run(
     `distributed.Client`) or `local_cluster=N` (N single-threaded worker processes on 127.0.0.1).
     `results_dir` (and `cache_dir`, default <results_dir>/features) must be visible to every worker.
     On Dask each job is retried `retries` times (a worker that dies mid-task is also retried).
+    `torch_threads`: torch's intra-op threads inside each job (restored after it); default: the
+    worker's thread count on Dask, torch's own setting in-process. On a busy machine 1 is much
+    faster than several (OpenMP threads spin waiting for each other; see docs/sweep.md).
     `task_fn` / `feature_fn` default to experiments.run_task / featcache.ensure_features; they
     must be module-level functions so Dask can send them to workers.
 
@@ -516,6 +526,9 @@ def run(
     """
     if scheduler is not None and local_cluster is not None:
         raise PadimError("pass either scheduler or local_cluster, not both")
+    if torch_threads is not None and (not isinstance(torch_threads, int) or isinstance(torch_threads, bool)
+                                      or torch_threads < 1):
+        raise PadimError(f"torch_threads must be a positive integer or None, got {torch_threads!r}")
     if task_fn is None:
         from padim_lib.experiments import run_task as task_fn
     if feature_fn is None:
@@ -538,11 +551,12 @@ def run(
         bar = _Progress(len(plan.specs) + len(plan.todo), progress, desc="sweep")
         try:
             if scheduler is None and local_cluster is None:
-                failures = _run_in_process(plan, store, cache, device, bootstrap, task_fn, feature_fn, bar)
+                failures = _run_in_process(plan, store, cache, device, bootstrap, task_fn, feature_fn, bar,
+                                           torch_threads)
             else:
                 with _dask_client(scheduler, local_cluster) as client:
                     failures = _run_on_dask(plan, store, cache, device, bootstrap, task_fn, feature_fn,
-                                            bar, client, retries)
+                                            bar, client, retries, torch_threads)
         finally:
             bar.close()
     rows = store.load(keys)
@@ -605,6 +619,9 @@ def run_study(
     device = study.get("device", "auto")
     if not isinstance(device, str):
         raise _study_error(str(path), "device", f"expected a string such as auto, cpu or cuda, got {device!r}")
+    threads = study.get("torch_threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise _study_error(str(path), "torch_threads", f"expected a positive integer, got {threads!r}")
     results_dir = results if results is not None else study.get("results", "results")
     return run(
         tasks,
@@ -615,6 +632,7 @@ def run_study(
         bootstrap=bootstrap,
         progress=progress,
         cache_dir=study.get("features"),
+        torch_threads=threads,
         task_fn=task_fn,
         feature_fn=feature_fn,
     )

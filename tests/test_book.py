@@ -99,6 +99,15 @@ def test_build_book_rejects_a_bad_override_before_running_anything(tmp_path):
     assert not (root / "book" / "_executed").exists()
 
 
+def test_cli_reports_bad_overrides_and_unknown_chapters(capsys):
+    from padim_lib.cli import main
+
+    assert main(["book", "--profile", "embedded", "-p", "no_such_parameter=1"]) == 2
+    assert "unknown parameter(s) ['no_such_parameter']" in capsys.readouterr().err
+    assert main(["book", "--profile", "embedded", "--only", "table3"]) == 2
+    assert "unknown notebook(s) ['table3']" in capsys.readouterr().err
+
+
 @pytest.fixture
 def fake_paper_inputs(tmp_path, monkeypatch):
     """A project root whose data/mvtec passes the split check (patched) and a torch hub cache holding

@@ -84,6 +84,9 @@ def fake_task(task, cache_dir, *, device, bootstrap, feature_paths):
     # Dependencies ran first: both feature files exist and are this class's.
     assert len(feature_paths) == 2 and all(Path(p).read_text() == task.category for p in feature_paths)
     _mark(cache_dir, "calls", task.key())
+    if "torch" in sys.modules:  # what the sweep set torch's thread count to for this task
+        (Path(cache_dir) / "threads").mkdir(exist_ok=True)
+        (Path(cache_dir) / "threads" / task.key()).write_text(str(sys.modules["torch"].get_num_threads()))
     running = Path(cache_dir) / "running" / f"{os.getpid()}"  # which process is inside a task now
     running.parent.mkdir(exist_ok=True)
     running.write_text(task.key())
@@ -214,6 +217,7 @@ def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
         ({"configurations": ["table1", {"layer": ["layer1"]}]}, r"study\.yaml: configurations\[1\]: .*'layer'"),
         ({"configurations": [{"reduce": "random:0"}]}, r"study\.yaml: configurations\[0\]: .*reduce"),
         ({"bootstrap": -1}, r"study\.yaml: bootstrap: expected a non-negative integer"),
+        ({"torch_threads": 0}, r"study\.yaml: torch_threads: expected a positive integer"),
     ],
 )
 def test_study_errors_name_the_file_and_key(tmp_path, fake_root, override, pattern):
@@ -298,11 +302,25 @@ def test_failures_are_reported_and_the_rest_completes(tmp_path, tasks, capsys):
     assert "FAILED beta / PCA 10: ZeroDivisionError: bad class beta" in shown and "failed=6" in shown
 
 
+def test_torch_threads_are_set_per_task_and_restored(tmp_path, tasks):
+    import torch
+
+    cache = _cache(tmp_path)
+    before = torch.get_num_threads()
+    _run(tasks[:3], tmp_path, torch_threads=3)
+    assert [p.read_text() for p in sorted((cache / "threads").iterdir())] == ["3", "3", "3"]
+    assert torch.get_num_threads() == before  # library code leaves the process as it found it
+    _run(tasks[3:5], tmp_path, name="res2")  # default in-process: torch's own setting
+    assert {(cache / "threads" / t.key()).read_text() for t in tasks[3:5]} == {str(before)}
+
+
 def test_run_argument_errors(tmp_path, tasks):
     with pytest.raises(PadimError, match="either scheduler or local_cluster"):
         _run(tasks, tmp_path, scheduler="tcp://127.0.0.1:1", local_cluster=2)
     with pytest.raises(PadimError, match="local_cluster must be a positive"):
         _run(tasks, tmp_path, local_cluster=0)
+    with pytest.raises(PadimError, match="torch_threads must be a positive integer"):
+        _run(tasks, tmp_path, torch_threads=0)
     import dask
 
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
