@@ -105,6 +105,8 @@ class Runner:
             str(a.n_predict),
             "--repeats",
             str(a.repeats),
+            "--predict-budget",
+            str(a.predict_budget),
             "--threads",
             str(a.threads),
             "--seed",
@@ -113,7 +115,7 @@ class Runner:
         ]
         if fit_only:
             cmd.append("--fit-only")
-        label = f"{side} {config} N={n_train}{' ' + ' '.join(extra) if extra else ''}{' fit only' if fit_only else ''}"
+        label = " ".join([side, config, f"N={n_train}", *extra] + (["fit only"] if fit_only else []))
         need = NEED_GB.get((side if side != "agree" else "anomalib", config), 0.0)
         avail = mem_available_gb()
         if avail < need and not a.force:
@@ -225,10 +227,10 @@ def report(results: dict, args) -> str:
     for config in args.configs:
         out += row_lines(config, results["rows"][config]["ours"], results["rows"][config]["anomalib"])
     out.append(
-        "(fit: N training images, model construction included; im/s: predict throughput, batch 16, best of "
-        f"{args.repeats}; cpu-s: process CPU seconds, all threads; outside bb: share of predict time outside the "
-        "backbone forward; base: RSS before the fit; pk: RSS peaks of fit and predict; load: 1-min load "
-        "average at the start; ratio: ours / anomalib)"
+        f"(fit: N training images, model construction included; im/s: predict throughput on {args.n_predict} "
+        f"images, batch 16, best of up to {args.repeats} runs; cpu-s: process CPU seconds, all threads; "
+        "outside bb: share of predict time outside the backbone forward; base: RSS before the fit; "
+        "pk: RSS peaks of fit and predict; load: 1-min load average at the start; ratio: ours / anomalib)"
     )
     for config, ref in REFERENCE.items():
         if config in args.configs and args.n_train == 100:
@@ -281,7 +283,9 @@ def report(results: dict, args) -> str:
         else:
             out.append(
                 f"  backbone features max rel diff {agree['feature_max_rel_diff']:.1e}; Mahalanobis grid "
-                f"max rel diff {agree['distance_max_rel_diff']:.1e} (median {agree['distance_median_rel_diff']:.1e})"
+                f"max rel diff {agree['distance_max_rel_diff']:.1e} "
+                f"(median {agree['distance_median_rel_diff']:.1e}, "
+                f"mean distance {agree.get('distance_mean', float('nan')):.1f})"
             )
             out.append(
                 f"  final maps max diff / max {agree['map_max_rel_diff']:.1e}, image scores max rel diff "
@@ -327,8 +331,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", choices=CONFIG_NAMES, default=list(CONFIG_NAMES))
     ap.add_argument("--n-train", type=int, default=100, help="training images for the comparison rows")
-    ap.add_argument("--n-predict", type=int, default=64, help="images per predict run")
-    ap.add_argument("--repeats", type=int, default=3, help="predict runs per measurement (best is kept)")
+    ap.add_argument("--n-predict", type=int, default=32, help="images per predict run")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="predict runs per measurement at most (best is kept)"
+    )
+    ap.add_argument(
+        "--predict-budget",
+        type=float,
+        default=90.0,
+        help="seconds of predict runs after which no repeat starts",
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--category", default="washer", help="synthetic class")
@@ -346,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--anomalib-python", type=Path, default=DEFAULT_ANOMALIB_PYTHON)
     ap.add_argument("--workdir", type=Path, help="keep data and per-run JSON here (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also write all results to this file")
-    ap.add_argument("--timeout", type=int, default=1800, help="seconds per measurement before it is killed")
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds per measurement before it is killed")
     ap.add_argument("--force", action="store_true", help="run WR50 even when free memory looks short")
     args = ap.parse_args(argv)
     if not args.anomalib_python.exists():

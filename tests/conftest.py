@@ -42,12 +42,12 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_server() -> Iterator[Callable[[os.PathLike], str]]:
-    """Factory: http_server(folder) -> base URL (no trailing slash) serving that folder on 127.0.0.1."""
+def handler_server() -> Iterator[Callable[[type], str]]:
+    """Factory: handler_server(RequestHandlerClass) -> base URL of a server on 127.0.0.1 (for handlers
+    that misbehave on purpose); every server is shut down after the test."""
     servers: list[http.server.ThreadingHTTPServer] = []
 
-    def start(directory: os.PathLike) -> str:
-        handler = functools.partial(_RangeHandler, directory=str(directory))
+    def start(handler: type) -> str:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -57,3 +57,9 @@ def http_server() -> Iterator[Callable[[os.PathLike], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def http_server(handler_server) -> Callable[[os.PathLike], str]:
+    """Factory: http_server(folder) -> base URL (no trailing slash) serving that folder on 127.0.0.1."""
+    return lambda directory: handler_server(functools.partial(_RangeHandler, directory=str(directory)))

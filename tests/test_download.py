@@ -9,8 +9,7 @@ import io
 import os
 import socket
 import tarfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,23 +97,6 @@ def _assert_tree(dest: Path, counts: dict[str, tuple[int, int, int]] = COUNTS) -
 
 def _fetch(dest: Path, url: str, sha: str, **kw) -> Path:
     return download_mvtec(dest, url=url, sha256=sha, expected_counts=COUNTS, progress=False, **kw)
-
-
-@pytest.fixture
-def handler_server() -> Iterator[Callable[[type], str]]:
-    """Like conftest's http_server, for request handlers that misbehave on purpose."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(handler: type) -> str:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
