@@ -34,7 +34,7 @@ _REDUCE_RE = re.compile(r"^(random|pca):([1-9][0-9]*)$")
 DISPLAY_FIELDS = ("label", "published_row")
 
 
-@functools.lru_cache(maxsize=None)  # metadata look-ups cost ms; sweeps plan thousands of keys
+@functools.cache  # metadata look-ups cost ms; sweeps plan thousands of keys
 def _package_version(name: str) -> str:
     """Installed version of a distribution without importing it (torch import costs seconds)."""
     try:
