@@ -193,7 +193,7 @@ def _sha256(path: Path) -> str:
 def as_markdown(info: Mapping[str, str], title: str = "Provenance of this run") -> str:
     """A MyST `admonition` holding a two-column table (render with myst-nb's myst output format)."""
     rows = "\n".join(f"| {_cell(k)} | {_cell(v)} |" for k, v in info.items())
-    return f":::{{admonition}} {title}\n:class: note\n\n| | |\n|---|---|\n{rows}\n:::\n"
+    return f":::{{admonition}} {title}\n:class: note\n\n| item | this run |\n|---|---|\n{rows}\n:::\n"
 
 
 def _cell(text: str) -> str:
