@@ -315,7 +315,7 @@ def run_anomalib(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
 def run_agree(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
     """anomalib and padim_lib with the same random backbone and channel indices: compare the
     backbone features and the Mahalanobis distance grids (before each side's upsampling and
-    smoothing, which differ: anomalib bilinear + kornia blur, ours bicubic + scipy-style blur)."""
+    smoothing, which differ: anomalib bilinear + torch "reflect" padding, ours bicubic + scipy "reflect")."""
     import tempfile
 
     import torchvision

@@ -106,7 +106,9 @@ def to_positions(
     x = embedding.flatten(2).transpose(1, 2)  # (B, P, C)
     if pca_components is not None:
         x = (x - pca_mean) @ pca_components.T
-    return x
+    # bmm/baddbmm_ over positions take a slow strided path on the transposed view (1.4-2x idle,
+    # far worse under load: benchmarks/README.md), so hand them (B, P, D) in memory order
+    return x.contiguous()
 
 
 class PaDiMModel(nn.Module):

@@ -3,7 +3,7 @@
 The paper: upsample the distance grid to the input size with bicubic interpolation, then apply a
 Gaussian filter with sigma = 4; the image score is the maximum of the map. The filter here is
 the same as `scipy.ndimage.gaussian_filter(map, sigma, mode="reflect", truncate=4.0)` applied over
-the two spatial axes, implemented in torch (separable convolution) so it runs batched on any device.
+the two spatial axes, implemented in torch (two dense filter matrices) so it runs batched on any device.
 """
 
 from __future__ import annotations
@@ -32,12 +32,25 @@ def _symmetric_index(n: int, pad: int, device=None) -> torch.Tensor:
     return torch.where(i >= n, 2 * n - 1 - i, i)
 
 
+def _filter_matrix(n: int, kernel: torch.Tensor) -> torch.Tensor:
+    """The n x n matrix K of a 1-D filter with scipy's "reflect" boundary: (K @ v) == filtered v.
+
+    Row i holds the kernel taps scattered onto the padded positions i - r .. i + r folded back
+    into 0..n-1 (taps that fold onto the same sample add up)."""
+    r = kernel.numel() // 2
+    rows = torch.arange(n, device=kernel.device).repeat_interleave(kernel.numel())
+    cols = _symmetric_index(n, r, kernel.device).unfold(0, kernel.numel(), 1).reshape(-1)
+    k = torch.zeros(n, n, dtype=kernel.dtype, device=kernel.device)
+    return k.index_put_((rows, cols), kernel.repeat(n), accumulate=True)
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """Gaussian filter over the last two axes of maps (B, H, W) -> (B, H, W), same dtype.
 
     Equals scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=truncate) per map.
-    torch's own padding modes differ ("reflect" there is scipy's "mirror"), so the symmetric
-    padding is built with an index gather. sigma == 0 returns the maps unchanged.
+    Written as K_h @ maps @ K_w^T with the separable filter folded into two dense matrices: one
+    batched matmul is ~10x faster on CPU than a 1 x (2r+1) single-channel conv2d, and the matrices
+    carry scipy's symmetric boundary exactly. sigma == 0 returns the maps unchanged.
     """
     if sigma < 0:
         raise PadimError(f"sigma must be >= 0, got {sigma}")
@@ -46,14 +59,10 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> to
     if maps.ndim != 3:
         raise PadimError(f"gaussian_blur expects maps of shape (B, H, W), got {tuple(maps.shape)}")
     _, h, w = maps.shape
-    kernel = gaussian_kernel1d(sigma, truncate, maps.dtype).to(maps.device)
-    r = kernel.numel() // 2
-    x = maps[:, None]  # (B, 1, H, W)
-    x = x.index_select(3, _symmetric_index(w, r, maps.device))
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = x.index_select(2, _symmetric_index(h, r, maps.device))
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x[:, 0]
+    kernel = gaussian_kernel1d(sigma, truncate, torch.float64).to(maps.device)
+    k_h = _filter_matrix(h, kernel).to(maps.dtype)
+    k_w = k_h if w == h else _filter_matrix(w, kernel).to(maps.dtype)
+    return k_h @ maps @ k_w.T
 
 
 def upsample(dist: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

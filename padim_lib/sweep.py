@@ -452,11 +452,16 @@ def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn,
             # Feature jobs sort first ("padim-features-" < "padim-task-"), so a failed feature job is
             # reported before the tasks that fail because of it.
             for fut in sorted(pending.next_batch(block=False), key=lambda f: f.key):
-                if fut.status == "finished":
-                    progress.done()
-                    continue
                 label, key = labels[fut.key], store_keys[fut.key]
                 is_task = fut.key.startswith("padim-task-")
+                # A task's rows in the store are the proof of completion, even when the worker that
+                # held its (tiny) result died afterwards and Dask now calls the result lost.
+                if fut.status == "finished" or (is_task and store.has(key)):
+                    progress.done()
+                    continue
+                if fut.status in ("lost", "pending"):  # its worker died after it finished: Dask recomputes it
+                    pending.add(fut)
+                    continue
                 dead = [f for f in plan.deps.get(key, []) if is_task and ffuts[f].status in ("error", "cancelled")]
                 if dead:  # Dask hands the dependency's error down: name the real cause
                     cause = ffuts[dead[0]]
