@@ -383,15 +383,8 @@ class FeatureExtractor(nn.Module):
         return {layer: out[self._nodes[layer]] for layer in self.layers}
 
 
-def align_concat(features: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Patch embeddings: coarser maps replicated onto the first (finest) grid, then concatenated.
-
-    ``features``: maps (B, C_l, H_l, W_l), finest first. Returns (B, sum C_l, H_1, W_1). For an
-    integer ratio H_1 / H_l every coarse cell covers an r x r block of fine cells (the paper's
-    alignment); ``nearest-exact`` also keeps cells centred when the ratio is not an integer.
-    """
-    if isinstance(features, dict):
-        features = list(features.values())
+def check_layer_maps(features: Sequence[torch.Tensor]) -> None:
+    """Check layer maps for alignment: (B, C_l, H_l, W_l) tensors, one batch size, finest first."""
     if len(features) == 0:
         raise PadimError("features: expected at least one feature map")
     first = features[0]
@@ -407,6 +400,19 @@ def align_concat(features: Sequence[torch.Tensor]) -> torch.Tensor:
                 f"features[{i}]: grid {tuple(f.shape[2:])} is finer than features[0] {tuple(first.shape[2:])}; "
                 "pass the finest map first"
             )
+
+
+def align_concat(features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Patch embeddings: coarser maps replicated onto the first (finest) grid, then concatenated.
+
+    ``features``: maps (B, C_l, H_l, W_l), finest first. Returns (B, sum C_l, H_1, W_1). For an
+    integer ratio H_1 / H_l every coarse cell covers an r x r block of fine cells (the paper's
+    alignment); ``nearest-exact`` also keeps cells centred when the ratio is not an integer.
+    """
+    if isinstance(features, dict):
+        features = list(features.values())
+    check_layer_maps(features)
+    first = features[0]
     size = tuple(first.shape[2:])
     aligned = [
         f if tuple(f.shape[2:]) == size else F.interpolate(f, size=size, mode="nearest-exact")

@@ -20,6 +20,8 @@ for several matrices larger than ~128 x 128. Cholesky + triangular solve is chea
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from padim_lib.errors import PadimError
@@ -74,30 +76,52 @@ class StreamingGaussian:
 
     def update(self, x: torch.Tensor) -> None:
         """Merge a batch x (B, P, D) of samples into the running statistics."""
-        if self._m2 is None:
-            raise PadimError(
-                "StreamingGaussian.update after covariance(inplace=True): the statistics are consumed"
-            )
         if x.ndim != 3 or x.shape[1:] != (self.num_positions, self.dim):
             raise PadimError(
                 f"StreamingGaussian.update expects x of shape (B, {self.num_positions}, {self.dim}), got {tuple(x.shape)}"
             )
-        b = x.shape[0]
+        p, step = self.num_positions, self._chunk(x.shape[0])
+        blocks = (
+            (slice(p0, min(p0 + step, p)), x[:, p0 : p0 + step].transpose(0, 1)) for p0 in range(0, p, step)
+        )
+        self.update_blocks(blocks, x.shape[0])
+
+    def update_blocks(self, blocks: Iterable[tuple[slice, torch.Tensor]], batch_size: int) -> None:
+        """Merge one batch of `batch_size` samples given position-major, as consecutive blocks
+        (positions, x) with x (Pc, B, D) for the positions `positions` (a slice), which must cover
+        0..P-1 in order (as `padim_lib.embedding.position_blocks` yields them)."""
+        if self._m2 is None:
+            raise PadimError(
+                "StreamingGaussian.update after covariance(inplace=True): the statistics are consumed"
+            )
+        b = int(batch_size)
         if b == 0:
             return
-        x = x.to(device=self.device, dtype=self.dtype)
         n_a, n = self.count, self.count + b
-        batch_mean = x.mean(dim=0)  # (P, D)
-        delta = batch_mean - self.mean  # (P, D)
-        step = self._chunk(b)
-        for p0 in range(0, self.num_positions, step):
-            sl = slice(p0, p0 + step)
-            xc = (x[:, sl] - batch_mean[sl]).transpose(0, 1)  # (Pc, B, D)
+        covered = 0
+        for sl, x in blocks:
+            pc = sl.stop - sl.start
+            if sl.start != covered or x.shape != (pc, b, self.dim) or sl.stop > self.num_positions:
+                self._m2 = None  # earlier blocks are merged already: the statistics are no longer valid
+                raise PadimError(
+                    f"StreamingGaussian.update_blocks: block for positions {sl.start}:{sl.stop} with shape "
+                    f"{tuple(x.shape)} does not continue at position {covered} with ({pc}, {b}, {self.dim})"
+                )
+            x = x.to(device=self.device, dtype=self.dtype)
+            batch_mean = x.mean(dim=1)  # (Pc, D)
+            delta = batch_mean - self.mean[sl]
+            xc = x - batch_mean[:, None]  # (Pc, B, D)
             m2 = self._m2[sl]
-            m2.baddbmm_(xc.transpose(1, 2), xc)  # += sum_b xc xc^T
+            m2.baddbmm_(xc.mT, xc)  # += sum_b xc xc^T
             if n_a:
-                m2.baddbmm_(delta[sl, :, None], delta[sl, None, :], alpha=n_a * b / n)
-        self.mean += delta * (b / n)
+                m2.baddbmm_(delta[:, :, None], delta[:, None, :], alpha=n_a * b / n)
+            self.mean[sl] += delta * (b / n)
+            covered = sl.stop
+        if covered != self.num_positions:
+            self._m2 = None
+            raise PadimError(
+                f"StreamingGaussian.update_blocks: the blocks covered {covered} of {self.num_positions} positions"
+            )
         self.count = n
 
     def covariance(self, eps: float = 0.01, *, inplace: bool = False) -> torch.Tensor:
@@ -151,26 +175,30 @@ def inverse_cholesky(
     return out
 
 
+def mahalanobis_block(x: torch.Tensor, mean: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Distances ||L^-1 (x - mu)|| of position-major vectors x (Pc, B, D), for mean (Pc, D) and
+    factor L^-1 (Pc, D, D) -> (Pc, B), in factor's dtype and device."""
+    diff = x.to(device=factor.device, dtype=factor.dtype) - mean.to(factor.device, factor.dtype)[:, None]
+    # (Pc, B, D) @ (Pc, D, D)^T: both operands in memory order (the transpose is a BLAS flag)
+    return torch.linalg.vector_norm(torch.bmm(diff, factor.mT), dim=-1)
+
+
 def mahalanobis(
     x: torch.Tensor, mean: torch.Tensor, factor: torch.Tensor, chunk: int | None = None
 ) -> torch.Tensor:
     """Mahalanobis distances ||L^-1 (x - mu)|| for x (B, P, D), mean (P, D), factor L^-1 (P, D, D) -> (B, P).
 
-    Computed in factor's dtype and device, batched over positions with bmm (chunked to bound the
-    (Pc, D, B) temporaries).
+    Computed in factor's dtype and device, batched over positions with bmm (`mahalanobis_block`
+    on chunks of positions, which bounds the (Pc, B, D) temporaries).
     """
     b, p, d = x.shape
     if mean.shape != (p, d) or factor.shape != (p, d, d):
         raise PadimError(
             f"mahalanobis: x {tuple(x.shape)} does not match mean {tuple(mean.shape)} / factor {tuple(factor.shape)}"
         )
-    x = x.to(device=factor.device, dtype=factor.dtype)
-    mean = mean.to(device=factor.device, dtype=factor.dtype)
     out = torch.empty(p, b, dtype=factor.dtype, device=factor.device)
     step = chunk or position_chunk(d, 2 * b, factor.element_size())
     for p0 in range(0, p, step):
         sl = slice(p0, p0 + step)
-        diff = (x[:, sl] - mean[sl]).permute(1, 2, 0)  # (Pc, D, B)
-        y = torch.bmm(factor[sl], diff)  # (Pc, D, B)
-        out[sl] = y.square().sum(dim=1).sqrt()
+        out[sl] = mahalanobis_block(x[:, sl].transpose(0, 1), mean[sl], factor[sl])
     return out.T

@@ -26,8 +26,8 @@ L^-1 are written over the accumulator, and the fitted model stores mean and fact
 
 Layer modes: "concat" is PaDiM (one model on the concatenated embedding); "sum" fits one model
 per layer and sums their maps (the paper's "Layer 1+2+3"): each distance grid is upsampled to
-the input size, the upsampled maps are summed, and the sum is smoothed once (smoothing and the
-sum commute, both being linear, so this equals summing smoothed maps).
+the input size and smoothed, then the maps are summed (upsampling, smoothing and the sum are all
+linear, so this equals smoothing the sum of the upsampled grids).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from tqdm.auto import tqdm
 
 import padim_lib
 from padim_lib.errors import PadimError
-from padim_lib.gaussian import CHUNK_BYTES, StreamingGaussian, choose_dtype, inverse_cholesky, mahalanobis
-from padim_lib.postprocess import gaussian_blur, image_scores, upsample
+from padim_lib.embedding import embed, position_blocks
+from padim_lib.gaussian import CHUNK_BYTES, StreamingGaussian, choose_dtype, inverse_cholesky, mahalanobis_block
+from padim_lib.postprocess import anomaly_maps, image_scores
 
 LAYER_MODES = ("concat", "sum")
 REDUCTIONS = ("random", "pca")
@@ -77,38 +78,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise PadimError(f"device={device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
-
-
-def embed(maps: Sequence[torch.Tensor], channel_index: torch.Tensor | None = None) -> torch.Tensor:
-    """Embedding of layer maps (B, C_l, h_l, w_l), finest first: aligned on the first grid and
-    concatenated -> (B, sum C_l, h, w), or (B, D, h, w) with a sorted channel_index (D,) into the
-    concatenated channels. The selection is applied to each layer before the alignment: the same
-    result as selecting afterwards, without upsampling channels that are dropped."""
-    from padim_lib.features import align_concat
-
-    if channel_index is not None:
-        selected, offset = [], 0
-        for i, t in enumerate(maps):
-            c = t.shape[1]
-            local = channel_index[(channel_index >= offset) & (channel_index < offset + c)] - offset
-            offset += c
-            if i == 0 or local.numel():  # the first map sets the grid, even with no channel kept
-                selected.append(t.index_select(1, local.to(t.device)))
-        maps = selected
-    return maps[0] if len(maps) == 1 else align_concat(maps)
-
-
-def to_positions(
-    embedding: torch.Tensor, pca_mean: torch.Tensor | None = None, pca_components: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Embedding (B, C, h, w) -> position vectors (B, P, C), or (B, P, D) projected on the PCA
-    axes pca_components (D, C) after centring on pca_mean (C,)."""
-    x = embedding.flatten(2).transpose(1, 2)  # (B, P, C)
-    if pca_components is not None:
-        x = (x - pca_mean) @ pca_components.T
-    # bmm/baddbmm_ over positions take a slow strided path on the transposed view (1.4-2x idle,
-    # far worse under load: benchmarks/README.md), so hand them (B, P, D) in memory order
-    return x.contiguous()
 
 
 class PaDiMModel(nn.Module):
@@ -158,25 +127,25 @@ class PaDiMModel(nn.Module):
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         """Distances (B, h, w) of a full embedding (B, C, h, w) (all channels of the layers)."""
-        if self.channel_index is not None:
-            embedding = embedding.index_select(1, self.channel_index.to(embedding.device))
-        return self._distances(embedding)
+        return self.score_layers([embedding])
 
     def score_layers(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Distances (B, h, w) from the layer maps (B, C_l, h_l, w_l), finest first; equals
-        forward(aligned concatenation) but aligns only the channels this model keeps."""
-        return self._distances(embed(maps, self.channel_index))
-
-    def _distances(self, embedding: torch.Tensor) -> torch.Tensor:
-        """(B, C', h, w) with the channel selection applied -> (B, h, w)."""
-        b, _, h, w = embedding.shape
+        forward(aligned concatenation), built block by block for the channels this model keeps."""
+        b, _, h, w = maps[0].shape
         if (h, w) != self.grid:
             raise PadimError(
                 f"feature grid {h}x{w} differs from the {self.grid[0]}x{self.grid[1]} grid the model was "
                 "fitted on; predict on images of the size used for fitting"
             )
-        x = to_positions(embedding.to(self.mean.device, self.mean.dtype), self.pca_mean, self.pca_components)
-        return mahalanobis(x, self.mean, self.factor).reshape(b, h, w)
+        out = torch.empty(h * w, b, dtype=self.mean.dtype, device=self.mean.device)
+        blocks = position_blocks(
+            maps, self.channel_index, self.pca_mean, self.pca_components,
+            dtype=self.mean.dtype, device=self.mean.device,
+        )  # fmt: skip
+        for sl, x in blocks:
+            out[sl] = mahalanobis_block(x, self.mean[sl], self.factor[sl])
+        return out.T.reshape(b, h, w)
 
 
 def _images_of(item: Any) -> torch.Tensor:
@@ -296,7 +265,8 @@ def _layer_maps(feats: FeatureBatch, layers: Sequence[str]) -> list[torch.Tensor
         t = feats[name]
         if t.ndim != 4:
             raise PadimError(f"features of layer {name!r} must be (B, C, h, w), got {tuple(t.shape)}")
-        if not bool(torch.isfinite(t).all()):
+        # One reduction first: a sum is finite unless a value is NaN/inf (or the sum overflows).
+        if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
             raise PadimError(f"features of layer {name!r} contain NaN or inf values")
         maps.append(t)
     return maps
@@ -472,7 +442,10 @@ class PaDiM(BaseEstimator):
                             f"feature grid of {list(group)} changed from {grids[g][0]}x{grids[g][1]} to {h}x{w} "
                             "between training batches; all training images must have the same size"
                         )
-                    gaussians[g].update(to_positions(embed(maps, indices[g]), **reducers[g]))
+                    blocks = position_blocks(
+                        maps, indices[g], **reducers[g], dtype=torch.float32, device=self.device_
+                    )
+                    gaussians[g].update_blocks(blocks, b)
                 count += b
         if count < 2:
             raise PadimError(f"fit needs at least 2 training images, got {count}")
@@ -537,13 +510,13 @@ class PaDiM(BaseEstimator):
 
     def _maps(self, feats: FeatureBatch, size: tuple[int, int]) -> torch.Tensor:
         """Anomaly maps (B, H, W) float32 of one feature batch: per-model distances upsampled to
-        `size` and summed ("sum" mode; one model in "concat" mode), then smoothed once."""
+        `size` and smoothed, summed over the models ("sum" mode; one model in "concat" mode)."""
         total = None
         for group, model in zip(self.groups_, self.model_, strict=True):
             dist = model.score_layers(_layer_maps(feats, group))  # (B, h, w)
-            up = upsample(dist, size)
-            total = up if total is None else total + up
-        return gaussian_blur(total, float(self.sigma))
+            m = anomaly_maps(dist, size, float(self.sigma))
+            total = m if total is None else total.add_(m)
+        return total
 
     def predict_features(
         self, batches: Iterable[FeatureBatch], image_size: int | tuple[int, int]

@@ -270,6 +270,16 @@ def test_bad_training_data():
         model(layers=("layer1", "layer3")).fit_features(batches([3], layers=("layer1", "layer2")))
 
 
+def test_finite_check_catches_inf_and_not_a_large_sum():
+    from padim_lib.padim import _layer_maps
+
+    big = {"layer1": torch.full((2, 3, 4, 4), 3e38)}  # the sum overflows, every value is finite
+    assert _layer_maps(big, ["layer1"])[0] is big["layer1"]
+    big["layer1"][1, 2, 3, 0] = float("-inf")
+    with pytest.raises(PadimError, match="layer 'layer1'.*inf"):
+        _layer_maps(big, ["layer1"])
+
+
 def test_predict_rejects_another_grid_or_size(tmp_path):
     est = model(layers=("layer1",)).fit_features(batches([4]))
     other = {"layer1": torch.randn(2, 64, 6, 6)}
@@ -349,7 +359,24 @@ def test_anomaly_maps_and_scores():
     maps = anomaly_maps(dist, 28, sigma=0)
     assert maps.shape == (2, 28, 28)
     ref = F.interpolate(dist[:, None], size=(28, 28), mode="bicubic", align_corners=False)[:, 0]
-    assert torch.equal(maps, ref)
+    torch.testing.assert_close(maps, ref, rtol=1e-12, atol=1e-14)
     assert torch.equal(image_scores(maps), maps.amax(dim=(1, 2)))
     with pytest.raises(PadimError, match="sigma"):
         gaussian_blur(maps, -1.0)
+    with pytest.raises(PadimError, match="sigma"):
+        anomaly_maps(dist, 28, sigma=-1.0)
+    with pytest.raises(PadimError, match=r"\(B, h, w\)"):
+        anomaly_maps(dist[0], 28)
+
+
+@pytest.mark.parametrize(("grid", "size", "sigma"), [((7, 7), 28, 4.0), ((5, 9), (20, 36), 2.5), ((56, 56), 224, 4.0)])
+def test_anomaly_maps_equal_upsample_then_scipy_filter(grid, size, sigma):
+    """The fused operator (upsample and filter folded into two matrices) against the two steps,
+    the filter being scipy's; float64 to 1e-12, float32 to float32 precision."""
+    dist = torch.rand(3, *grid, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 5
+    big = size if isinstance(size, tuple) else (size, size)
+    up = F.interpolate(dist[:, None], size=big, mode="bicubic", align_corners=False)[:, 0].numpy()
+    ref = np.stack([ndi.gaussian_filter(m, sigma, mode="reflect", truncate=4.0) for m in up])
+    np.testing.assert_allclose(anomaly_maps(dist, size, sigma).numpy(), ref, rtol=1e-12, atol=1e-12)
+    got32 = anomaly_maps(dist.float(), size, sigma).numpy()
+    np.testing.assert_allclose(got32, ref, rtol=1e-5, atol=1e-5)
