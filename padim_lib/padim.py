@@ -46,9 +46,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import padim_lib
-from padim_lib.errors import PadimError
 from padim_lib.embedding import embed, position_blocks
-from padim_lib.gaussian import CHUNK_BYTES, StreamingGaussian, choose_dtype, inverse_cholesky, mahalanobis_block
+from padim_lib.errors import PadimError
+from padim_lib.gaussian import (
+    CHUNK_BYTES,
+    StreamingGaussian,
+    choose_dtype,
+    inverse_cholesky,
+    mahalanobis_block,
+)
 from padim_lib.postprocess import anomaly_maps, image_scores
 
 LAYER_MODES = ("concat", "sum")
