@@ -295,7 +295,10 @@ def report(results: dict, args) -> str:
     fast = results.get("fast")
     if fast:
         out.append("")
-        out.append("Optional: channels-last + bfloat16 backbone (ours only; fit and predict both use it):")
+        out.append(
+            "Optional: PaDiM(channels_last=True, backbone_dtype='bfloat16') (ours only; fit and predict both "
+            "use it; random weights here, bench_precision.py measures the effect with real weights):"
+        )
         for config, entry in fast.items():
             base, res = rows[config]["ours"], entry["result"]
             if "error" in res:

@@ -4,7 +4,7 @@ Layers, lowest first: datasets -> features -> padim (gaussian, postprocess) -> m
 -> experiments -> results -> sweep -> book/cli. A lower layer never imports a higher one.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from padim_lib.errors import PadimError  # noqa: E402
 

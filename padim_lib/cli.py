@@ -71,6 +71,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         pretrained=not args.no_pretrained,
         weights=args.weights,
         max_train=args.max_train,
+        channels_last=args.channels_last,
+        backbone_dtype=args.backbone_dtype,
     )
     t0 = time.perf_counter()
     model.fit(train)
@@ -191,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-train", type=int, default=None)
+    p.add_argument(
+        "--channels-last", action="store_true", help="backbone in channels-last memory format (faster on most CPUs)"
+    )
+    p.add_argument(
+        "--backbone-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="precision of the backbone's forward pass; bfloat16 is faster on CPUs/GPUs with native "
+        "support and changes the scores slightly (benchmarks/README.md)",
+    )
     _add_preprocess_args(p)
     p.add_argument("--out", required=True, help="model file to write")
     p.set_defaults(func=cmd_fit)

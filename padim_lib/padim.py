@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,9 @@ class PaDiM(BaseEstimator):
     device: "auto" (CUDA when available) | "cpu" | "cuda[:N]". max_train: use the first N training images.
     seed: seeds the random channel choice (one torch.Generator; in "sum" mode the layers draw in order).
     accumulate_dtype: "auto" | "float64" | "float32", the fit's accumulator (see padim_lib.gaussian).
+    channels_last, backbone_dtype ("float32" | "bfloat16"): faster backbone inference, off by
+    default (padim_lib.features.FeatureExtractor); used for fit and predict alike, since a model
+    must score features made the way its Gaussians were fitted. The Gaussians stay float32/64.
     meta: JSON-able dict the caller may fill (preprocessing, data); saved and loaded verbatim.
     """
 
@@ -305,6 +309,8 @@ class PaDiM(BaseEstimator):
         weights: str | os.PathLike | None = None,
         max_train: int | None = None,
         accumulate_dtype: str = "auto",
+        channels_last: bool = False,
+        backbone_dtype: str = "float32",
         progress: bool = True,
     ):
         self.backbone = backbone
@@ -320,13 +326,15 @@ class PaDiM(BaseEstimator):
         self.weights = weights
         self.max_train = max_train
         self.accumulate_dtype = accumulate_dtype
+        self.channels_last = channels_last
+        self.backbone_dtype = backbone_dtype
         self.progress = progress
         self.meta: dict = {}
 
     # ----------------------------------------------------------------- parameters
     def _check_params(self) -> None:
         """Validate the parameters; set layers_, groups_, device_. Errors name the parameter."""
-        from padim_lib.features import BACKBONES, available_backbones
+        from padim_lib.features import BACKBONE_DTYPES, BACKBONES, available_backbones, bfloat16_is_fast
 
         if self.backbone not in BACKBONES:
             raise PadimError(
@@ -368,11 +376,21 @@ class PaDiM(BaseEstimator):
             raise PadimError(
                 f"accumulate_dtype={self.accumulate_dtype!r}; expected one of {list(ACCUMULATE_DTYPES)}"
             )
+        if not isinstance(self.channels_last, bool):
+            raise PadimError(f"channels_last={self.channels_last!r}; expected True or False")
+        if self.backbone_dtype not in BACKBONE_DTYPES:
+            raise PadimError(f"backbone_dtype={self.backbone_dtype!r}; expected one of {list(BACKBONE_DTYPES)}")
         if not isinstance(self.meta, dict):
             raise PadimError(f"meta must be a dict, got {type(self.meta).__name__}")
         self.layers_ = layers
         self.groups_ = groups
         self.device_ = resolve_device(self.device)
+        if self.backbone_dtype == "bfloat16" and bfloat16_is_fast(self.device_) is False:
+            warnings.warn(
+                f"backbone_dtype='bfloat16': {self.device_} has no native bfloat16 arithmetic; "
+                "the backbone will run emulated, likely slower than float32",
+                stacklevel=3,
+            )
 
     def _extractor(self) -> nn.Module:
         """The frozen backbone, built once (lazily: a loaded model needs it only to predict images)."""
@@ -381,7 +399,12 @@ class PaDiM(BaseEstimator):
         ext = getattr(self, "_extractor_", None)
         if ext is None:
             ext = FeatureExtractor(
-                self.backbone, self.layers_, pretrained=self.pretrained, weights=self.weights
+                self.backbone,
+                self.layers_,
+                pretrained=self.pretrained,
+                weights=self.weights,
+                channels_last=self.channels_last,
+                dtype=self.backbone_dtype,
             )
             ext = self._extractor_ = ext.to(self.device_).eval()
         return ext

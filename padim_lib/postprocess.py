@@ -4,6 +4,11 @@ The paper: upsample the distance grid to the input size with bicubic interpolati
 Gaussian filter with sigma = 4; the image score is the maximum of the map. The filter here is
 the same as `scipy.ndimage.gaussian_filter(map, sigma, mode="reflect", truncate=4.0)` applied over
 the two spatial axes, implemented in torch (two dense filter matrices) so it runs batched on any device.
+
+Both steps are linear and separable, so `anomaly_maps` folds them into one (H, h) matrix per axis
+(torch's bicubic weights, then the filter) and computes A_h @ dist @ A_w^T: two small products per
+map instead of a pass over the full-size maps for each step. `upsample` and `gaussian_blur` remain
+as the two steps on their own (the tests check the folded form against them and scipy).
 """
 
 from __future__ import annotations

@@ -82,6 +82,23 @@ def test_cli_fit_and_evaluate(data_root, library_result, tmp_path, capsys):
         assert list(arrays["paths"]) == lib["paths"]
 
 
+def test_cli_fit_with_the_fast_backbone_options(data_root, library_result, tmp_path, capsys):
+    """--channels-last --backbone-dtype bfloat16: saved with the model, used again by evaluate, and
+    with the real Lite0 weights the metrics stay close to float32's on this easy class."""
+    model_file, metrics = tmp_path / "fast.pt", tmp_path / "fast.json"
+    common = ["--data", str(data_root), "--device", "cpu", "--category", CATEGORY]
+    fast = ["--channels-last", "--backbone-dtype", "bfloat16"]
+    assert main(["fit", *common, "--batch-size", "4", *PRE_ARGS, *fast, "--out", str(model_file)]) == 0
+    saved = PaDiM.load(model_file, device="cpu")
+    assert (saved.channels_last, saved.backbone_dtype) == (True, "bfloat16")
+    capsys.readouterr()
+    assert main(["evaluate", *common, "--model", str(model_file), "--json", str(metrics)]) == 0
+    res = json.loads(metrics.read_text())
+    _, _, lib = library_result
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        assert res[key] == pytest.approx(lib[key], abs=0.05), key
+
+
 def test_cli_evaluate_without_ground_truth(data_root, library_result, tmp_path, capsys):
     model, _, _ = library_result
     model_file, metrics = tmp_path / "washer.pt", tmp_path / "nogt.json"

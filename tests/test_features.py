@@ -348,3 +348,44 @@ def test_pretrained_false_is_random_and_seeded():
     b = load_backbone("efficientnet_lite0", pretrained=False).state_dict()["_conv_stem.weight"]
     shipped = load_backbone("efficientnet_lite0").state_dict()["_conv_stem.weight"]
     assert torch.equal(a, b) and not torch.equal(a, shipped)
+
+
+# ---------------------------------------------------------------- optional fast inference
+
+
+def test_channels_last_and_bfloat16_keep_the_features():
+    """channels_last changes the layout only (same maps to float32 rounding); bfloat16 autocast
+    changes the values by bfloat16's precision but returns float32 maps of the same shapes."""
+    torch.manual_seed(0)
+    ref = FeatureExtractor("resnet18", pretrained=False)
+    state = ref.body.state_dict()
+    x = _images(2, 64)
+    base = ref(x)
+    for kw in ({"channels_last": True}, {"dtype": "bfloat16"}, {"channels_last": True, "dtype": "bfloat16"}):
+        fe = FeatureExtractor("resnet18", pretrained=False, **kw)
+        fe.body.load_state_dict(state)
+        if kw.get("channels_last"):
+            assert fe.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        out = fe(x)
+        for name, t in out.items():
+            assert t.dtype == torch.float32 and t.shape == base[name].shape
+            err = (t - base[name]).norm() / base[name].norm()
+            assert err < (1e-5 if "dtype" not in kw else 3e-2), (kw, name, float(err))
+            if "dtype" in kw:
+                assert err > 1e-5  # the forward really ran in bfloat16
+    with pytest.raises(PadimError, match="dtype='float16'"):
+        FeatureExtractor("resnet18", pretrained=False, dtype="float16")
+
+
+def test_bfloat16_is_fast_reads_the_cpu_flags(monkeypatch, tmp_path):
+    from padim_lib import features
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = features.Path
+    monkeypatch.setattr(features, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert features.bfloat16_is_fast("cpu") is False
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert features.bfloat16_is_fast("cpu") is True
+    cpuinfo.write_text("processor\t: 0\n")
+    assert features.bfloat16_is_fast("cpu") is None

@@ -334,6 +334,31 @@ def test_images_through_resnet18(images, tmp_path):
         est.predict(F.interpolate(images[7:], size=96))
 
 
+def test_fast_backbone_options_are_saved_and_checked(images, tmp_path, monkeypatch):
+    from padim_lib import features
+
+    est = model(layers=("layer1", "layer2"), reduce="random:40", pretrained=False, batch_size=4)
+    torch.manual_seed(0)
+    ref_maps = est.fit(images[:7]).predict(images[7:])[0]
+    fast = clone(est).set_params(channels_last=True, backbone_dtype="bfloat16")
+    torch.manual_seed(0)
+    maps = fast.fit(images[:7]).predict(images[7:])[0]
+    assert fast._extractor().dtype == "bfloat16" and fast._extractor().channels_last
+    assert 0 < np.abs(maps - ref_maps).max() < 0.1 * np.abs(ref_maps).max()
+    fast.save(tmp_path / "fast.pt")
+    loaded = PaDiM.load(tmp_path / "fast.pt", device="cpu")
+    assert (loaded.channels_last, loaded.backbone_dtype) == (True, "bfloat16")
+    torch.manual_seed(0)
+    np.testing.assert_array_equal(loaded.predict(images[7:])[0], maps)
+    with pytest.raises(PadimError, match="backbone_dtype='half'"):
+        model(backbone_dtype="half").fit_features(batches([2]))
+    with pytest.raises(PadimError, match="channels_last=1"):
+        model(channels_last=1).fit_features(batches([2]))
+    monkeypatch.setattr(features, "bfloat16_is_fast", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        model(backbone_dtype="bfloat16").fit_features(batches([2]))
+
+
 def test_max_train_and_too_few_images(images):
     est = model(layers=("layer3",), pretrained=False, max_train=4, batch_size=3).fit(images)
     assert est.n_train_ == 4
