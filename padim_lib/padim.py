@@ -13,6 +13,11 @@ Pipeline, with B images, layer maps (B, C_l, h_l, w_l), grid h x w = P positions
 4. Predict: Mahalanobis distance ||L^-1 (x - mu)|| per position -> (B, h, w); bicubic upsample to
    the input size, Gaussian filter sigma; image score = max of the map.
 
+Steps 1-2 are done in position-major blocks (`padim_lib.embedding.position_blocks`: (Pc, B, D), a
+few grid rows at a time) that feed the fit's statistics and the distances directly; step 4's
+upsampling and filter are one matrix per axis (`padim_lib.postprocess.anomaly_maps`). Why, with
+timings: benchmarks/README.md.
+
 Streaming and passes: memory does not grow with the number of training images. `reduce="pca:d"`
 needs two passes over the training data: the first accumulates the C x C covariance of all
 training vectors (float64) for the PCA basis, the second fits the per-position Gaussians in the
@@ -147,9 +152,13 @@ class PaDiMModel(nn.Module):
             )
         out = torch.empty(h * w, b, dtype=self.mean.dtype, device=self.mean.device)
         blocks = position_blocks(
-            maps, self.channel_index, self.pca_mean, self.pca_components,
-            dtype=self.mean.dtype, device=self.mean.device,
-        )  # fmt: skip
+            maps,
+            self.channel_index,
+            self.pca_mean,
+            self.pca_components,
+            dtype=self.mean.dtype,
+            device=self.mean.device,
+        )
         for sl, x in blocks:
             out[sl] = mahalanobis_block(x, self.mean[sl], self.factor[sl])
         return out.T.reshape(b, h, w)
