@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from padim_lib.errors import PadimError
 
@@ -93,6 +92,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from padim_lib.atomic import atomic_write
     from padim_lib.datasets import Preprocess, open_dataset
     from padim_lib.evaluate import evaluate
     from padim_lib.padim import PaDiM
@@ -105,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res.update({"model": str(args.model), "data": str(args.data), "category": args.category})
     text = json.dumps(res, indent=2, default=float)
     if args.json:
-        _atomic_write_text(Path(args.json), text)
+        atomic_write(args.json, lambda tmp: tmp.write_text(text))
     print(text)
     if args.save_maps:
         np.savez_compressed(
@@ -143,17 +143,6 @@ def _parse_value(text: str):
     import yaml
 
     return yaml.safe_load(text)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from padim_lib.atomic import atomic_torch_save
 from padim_lib.config import code_versions, file_digest, stable_hash
 from padim_lib.errors import PadimError
 
@@ -168,21 +168,6 @@ def extract(spec: FeatureSpec, device: str | torch.device = "auto", batch_size: 
     }
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a unique temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def feature_path(spec: FeatureSpec, cache_dir: str | os.PathLike) -> Path:
     """Where `ensure_features` keeps the file for `spec`."""
     return Path(cache_dir) / spec.filename()
@@ -198,7 +183,7 @@ def ensure_features(
     """The feature file for `spec`, extracted now if it is not in `cache_dir` yet."""
     path = feature_path(spec, cache_dir)
     if not path.is_file():
-        _atomic_save(extract(spec, device=device, batch_size=batch_size, progress=progress), path)
+        atomic_torch_save(extract(spec, device=device, batch_size=batch_size, progress=progress), path)
     return path
 
 

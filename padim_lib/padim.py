@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -52,6 +51,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import padim_lib
+from padim_lib.atomic import atomic_torch_save
 from padim_lib.embedding import embed, position_blocks
 from padim_lib.errors import PadimError
 from padim_lib.gaussian import (
@@ -630,16 +630,7 @@ class PaDiM(BaseEstimator):
             "metadata": metadata,
             "tensors": tensors,
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> PaDiM:

@@ -17,9 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from padim_lib.atomic import atomic_write
 from padim_lib.errors import PadimError
 
 ROWS_SUFFIX = ".parquet"
@@ -43,23 +43,6 @@ def _check_key(task_key: str) -> str:
             "[A-Za-z0-9_.-], not starting with '.'"
         )
     return task_key
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file next to `path`, fsync it, then rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target: os.replace is only atomic within one file system.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:  # flush to disk before the rename makes it visible
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _as_array(name: str, value) -> np.ndarray:
@@ -147,9 +130,9 @@ class ResultStore:
                 with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
                     np.savez_compressed(fh, **arrays)
 
-            _atomic_write(self.artifacts_path(task_key), write_npz)
+            atomic_write(self.artifacts_path(task_key), write_npz)
         table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
-        _atomic_write(self.rows_path(task_key), lambda tmp: pq.write_table(table, tmp))
+        atomic_write(self.rows_path(task_key), lambda tmp: pq.write_table(table, tmp))
 
     # -- reading ---------------------------------------------------------------------------------
     def _read_rows(self, task_key: str) -> pa.Table | None:

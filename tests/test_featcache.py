@@ -124,8 +124,8 @@ def test_concurrent_writers_leave_one_complete_file(data, tmp_path):
     s = spec(data, max_train=2)
     payload = featcache.extract(s, device="cpu", progress=False)
     target = featcache.feature_path(s, tmp_path)
-    featcache._atomic_save(payload, target)
-    featcache._atomic_save(payload, target)
+    featcache.atomic_torch_save(payload, target)
+    featcache.atomic_torch_save(payload, target)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     assert load_features(target)["paths"] == payload["paths"]
 
