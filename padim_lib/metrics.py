@@ -364,7 +364,7 @@ class PixelScores:
         limit = _check_fpr_limit(fpr_limit)
         # Only the curve up to the first point beyond the limit is needed: stop the pass there.
         fpr, pro = self._curve(self._weights(image_weights), limit)
-        return _partial_area(fpr, pro, limit) / limit
+        return partial_area(fpr, pro, limit) / limit
 
 
 def _as_float32_if_exact(scores: np.ndarray) -> np.ndarray | None:
@@ -380,7 +380,7 @@ def _as_float32_if_exact(scores: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _partial_area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+def partial_area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     """Trapezoid area under (x, y), x non-decreasing, on [x[0], limit]; linear interpolation at limit."""
     idx = int(np.searchsorted(x, limit, side="right"))  # first point beyond the limit
     xs, ys = x[:idx], y[:idx]

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from padim_lib.errors import PadimError
+from padim_lib.metrics import partial_area
 
 GROUP_OF_KIND = {"texture": "textures", "object": "objects"}
 AGGREGATES = ("textures", "objects", "all")
@@ -587,7 +588,7 @@ class BootstrapPixelMetrics:
             ends = self._run_end[sl]
             x = np.concatenate([[fp[c]], fp[c] + np.cumsum(np.where(self._pos[sl], 0.0, wi))[ends]]) / fp_total
             y = np.concatenate([[self._g[c] @ w], (self._g[c] @ w) + np.cumsum(wi * self._a[sl])[ends]]) / r_total
-            area += _area_to(x, np.minimum(y, 1.0), self.fpr_limit)
+            area += partial_area(x, np.minimum(y, 1.0), self.fpr_limit)
         return float(area / self.fpr_limit)
 
 
@@ -654,16 +655,6 @@ def _tied_pairs(img, is_pos, a, run_start, run_end, interval, n, c) -> tuple[np.
         rows = run_interval == ci
         half_q[ci + 1] += pos_a[rows].T @ neg_n[rows]
     return half_auc, half_q.cumsum(0)
-
-
-def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
-    """Trapezoid area under (x, y), x non-decreasing, on [x[0], limit]; linear interpolation at limit."""
-    idx = int(np.searchsorted(x, limit, side="right"))
-    xs, ys = x[:idx], y[:idx]
-    if idx < len(x) and xs[-1] < limit:
-        y_lim = ys[-1] + (y[idx] - ys[-1]) * (limit - xs[-1]) / (x[idx] - xs[-1])
-        xs, ys = np.append(xs, limit), np.append(ys, y_lim)
-    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
 
 
 class BootstrapImageAUROC:
