@@ -55,9 +55,10 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> to
     """Gaussian filter over the last two axes of maps (B, H, W) -> (B, H, W), same dtype.
 
     Equals scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=truncate) per map.
-    Written as K_h @ maps @ K_w^T with the separable filter folded into two dense matrices: one
-    batched matmul is ~10x faster on CPU than a 1 x (2r+1) single-channel conv2d, and the matrices
-    carry scipy's symmetric boundary exactly. sigma == 0 returns the maps unchanged.
+    Written as K_h @ maps @ K_w^T with the separable filter folded into two dense matrices (the
+    operators of `anomaly_maps` without upsampling): one batched matmul is ~10x faster on CPU than a
+    1 x (2r+1) single-channel conv2d, and the matrices carry scipy's symmetric boundary exactly.
+    sigma == 0 returns the maps unchanged.
     """
     if sigma < 0:
         raise PadimError(f"sigma must be >= 0, got {sigma}")
@@ -65,11 +66,7 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> to
         return maps
     if maps.ndim != 3:
         raise PadimError(f"gaussian_blur expects maps of shape (B, H, W), got {tuple(maps.shape)}")
-    _, h, w = maps.shape
-    kernel = gaussian_kernel1d(sigma, truncate, torch.float64).to(maps.device)
-    k_h = _filter_matrix(h, kernel).to(maps.dtype)
-    k_w = k_h if w == h else _filter_matrix(w, kernel).to(maps.dtype)
-    return k_h @ maps @ k_w.T
+    return _apply_axis_operators(maps, tuple(maps.shape[1:]), float(sigma), float(truncate))
 
 
 def upsample(dist: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -80,15 +77,26 @@ def upsample(dist: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _map_operator(n_in: int, n_out: int, sigma: float, truncate: float) -> torch.Tensor:
-    """(n_out, n_in) float64 matrix of one axis: bicubic upsampling n_in -> n_out, then the Gaussian
-    filter. Its columns are torch's own bicubic interpolation of the unit vectors, so the
-    interpolation (weights, clamped borders) is torch's exactly."""
-    eye = torch.eye(n_in, dtype=torch.float64)[None, None]  # upsampled along the rows only
-    up = F.interpolate(eye, size=(n_out, n_in), mode="bicubic", align_corners=False)[0, 0]
+def _axis_operator(n_in: int, n_out: int, sigma: float, truncate: float) -> torch.Tensor:
+    """(n_out, n_in) float64 matrix of one axis: bicubic upsampling n_in -> n_out (the identity when
+    the sizes are equal), then the Gaussian filter (none when sigma is 0). Its columns are torch's
+    own bicubic interpolation of the unit vectors, so the interpolation (weights, clamped borders)
+    is torch's exactly."""
+    eye = torch.eye(n_in, dtype=torch.float64)
+    op = eye if n_in == n_out else upsample(eye[None], (n_out, n_in))[0]  # along the rows only
     if sigma == 0:
-        return up
-    return _filter_matrix(n_out, gaussian_kernel1d(sigma, truncate)) @ up
+        return op
+    return _filter_matrix(n_out, gaussian_kernel1d(sigma, truncate)) @ op
+
+
+def _apply_axis_operators(
+    x: torch.Tensor, size: tuple[int, int], sigma: float, truncate: float
+) -> torch.Tensor:
+    """A_h @ x @ A_w^T for x (B, h, w) -> (B, H, W), with each axis's `_axis_operator`."""
+    (h, w), (big_h, big_w) = x.shape[1:], size
+    a_h = _axis_operator(h, big_h, sigma, truncate).to(x.device, x.dtype)
+    a_w = a_h if (w, big_w) == (h, big_h) else _axis_operator(w, big_w, sigma, truncate).to(x.device, x.dtype)
+    return a_h @ x @ a_w.T
 
 
 def anomaly_maps(
@@ -104,10 +112,7 @@ def anomaly_maps(
     if dist.ndim != 3:
         raise PadimError(f"anomaly_maps expects distances of shape (B, h, w), got {tuple(dist.shape)}")
     size = (size, size) if isinstance(size, int) else tuple(size)
-    (h, w), (big_h, big_w) = dist.shape[1:], size
-    a_h = _map_operator(h, big_h, float(sigma), float(truncate)).to(dist.device, dist.dtype)
-    a_w = a_h if (w, big_w) == (h, big_h) else _map_operator(w, big_w, float(sigma), float(truncate))
-    return a_h @ dist @ a_w.to(dist.device, dist.dtype).T
+    return _apply_axis_operators(dist, size, float(sigma), float(truncate))
 
 
 def image_scores(maps: torch.Tensor) -> torch.Tensor:
