@@ -458,7 +458,7 @@ class PaDiM(BaseEstimator):
         with torch.no_grad():
             for feats in _progress(batches, "PaDiM fit", self.progress):
                 for g, group in enumerate(self.groups_):
-                    maps = [t.to(self.device_, torch.float32) for t in _layer_maps(feats, group)]
+                    maps = _layer_maps(feats, group)  # position_blocks moves only the kept channels
                     b, _, h, w = maps[0].shape
                     c = sum(t.shape[1] for t in maps)
                     if gaussians[g] is None:
