@@ -8,7 +8,6 @@ raising: a provenance box must never stop a book run.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -16,6 +15,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+
+from padim_lib.config import file_digest
 
 # Distributions whose versions can change the numbers or the pages.
 PACKAGES = (
@@ -102,7 +103,10 @@ def weights_description(backbone: str, weights: str | os.PathLike | None = None)
     """Which ImageNet weights the backbone uses, with the file and a short SHA-256 when local."""
     if weights is not None:
         path = Path(weights)
-        return f"local file `{path}` (sha256 {_sha256(path)[:12]})" if path.is_file() else f"`{path}` (missing)"
+        if not path.is_file():
+            return f"`{path}` (missing)"
+        # config.file_digest: the same cached hash the result keys use, so the file is read once
+        return f"local file `{path}` (sha256 {file_digest(str(path)).removeprefix('sha256:')[:12]})"
     try:
         from padim_lib.features import BACKBONES
 
@@ -180,14 +184,6 @@ def git_commit(repo: str | os.PathLike | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}+dirty" if dirty else head or None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def as_markdown(info: Mapping[str, str], title: str = "Provenance of this run") -> str:

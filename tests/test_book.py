@@ -387,3 +387,15 @@ def test_provenance_describes_the_data_and_escapes_table_cells(tmp_path):
     assert "torch " in info["Libraries"] and "padim_lib " in info["Libraries"]
     box = provenance.as_markdown({"a|b": "x|y"})
     assert box.startswith(":::{admonition}") and "| a\\|b | x\\|y |" in box
+
+
+def test_provenance_names_a_local_weights_file_by_its_hash(tmp_path):
+    import hashlib
+
+    from padim_lib import provenance
+
+    weights = tmp_path / "r18.pth"
+    weights.write_bytes(b"not really weights" * 1000)
+    text = provenance.weights_description("resnet18", weights)
+    assert text == f"local file `{weights}` (sha256 {hashlib.sha256(weights.read_bytes()).hexdigest()[:12]})"
+    assert provenance.weights_description("resnet18", tmp_path / "gone.pth") == f"`{tmp_path / 'gone.pth'}` (missing)"
