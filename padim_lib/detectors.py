@@ -1,0 +1,198 @@
+"""One interface for every anomaly detector (PaDiM, SPADE, the VAE, ...) and the method registry.
+
+A detector is an sklearn-style estimator (parameters in ``__init__``, fitted state ending in
+``_``) that turns images into ``(maps, scores)``:
+
+* ``fit(X, y=None)`` on training images, ``predict(X) -> (maps (N, H, W), scores (N,))``;
+* detectors whose backbone is frozen (``uses_features = True``) also fit and predict on
+  per-layer feature batches (``fit_features`` / ``predict_features``), so the sweep can extract
+  a class's features once and serve every configuration from the feature cache; they name the
+  layers they need with ``feature_layers()``;
+* ``save(path)`` / ``load(path, device)`` with a format name and version in the file;
+* ``from_config(config, device=..., progress=...)`` builds the detector from an
+  ``ExperimentConfig`` (the one validated parameter set).
+
+The registry maps a method name to a `MethodSpec`: where the class lives (imported lazily, so
+validating a configuration imports no torch), the method's own parameters (`Param`: default,
+type, check, help) and which of the configuration's common fields the method reads. Everything
+above the detectors (experiments, sweep, book, CLI) asks the registry and never tests a method's
+name. Adding a method is one module and one `register(...)` call.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from padim_lib.errors import PadimError
+
+# Common configuration fields a method may read (all methods read backbone, seed, sigma, preprocess,
+# max_train, pretrained, weights). A method that does not list one of these rejects a non-default value.
+OPTIONAL_FIELDS = ("layers", "layer_mode", "reduce", "eps")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One method-specific parameter: its default, accepted Python types, an extra check, help text.
+
+    check(value) returns an error fragment ("expected an integer >= 1") or None when the value is fine.
+    """
+
+    default: Any
+    types: tuple[type, ...]
+    help: str
+    check: Callable[[Any], str | None] | None = None
+    none_ok: bool = False
+
+    def validate(self, name: str, value: Any, where: str) -> Any:
+        if value is None and self.none_ok:
+            return None
+        ok = isinstance(value, self.types) and not (isinstance(value, bool) and bool not in self.types)
+        if ok and float in self.types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        problem = None if ok else f"expected {_type_words(self.types, self.none_ok)}"
+        if problem is None and self.check is not None:
+            problem = self.check(value)
+        if problem:
+            raise PadimError(f"{where}{name}={value!r}; {problem}")
+        return value
+
+
+def _type_words(types: tuple[type, ...], none_ok: bool) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    words = [names.get(t, t.__name__) for t in types if not (t is int and float in types)]
+    return " or ".join(words + (["None"] if none_ok else []))
+
+
+def at_least(low: float, *, strict: bool = False) -> Callable[[Any], str | None]:
+    """A `Param.check`: value >= low (> low when strict)."""
+
+    def check(value: Any) -> str | None:
+        bad = value <= low if strict else value < low
+        return f"expected a value {'>' if strict else '>='} {low}" if bad else None
+
+    return check
+
+
+def one_of(*choices: str) -> Callable[[Any], str | None]:
+    """A `Param.check`: value among `choices`."""
+
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"expected one of {list(choices)}"
+
+    return check
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: name, class (``"module:Class"``, imported on first use), its own
+    parameters, the optional common fields it reads, and a one-line description."""
+
+    name: str
+    target: str
+    params: Mapping[str, Param] = field(default_factory=dict)
+    reads: frozenset[str] = frozenset()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.reads) - set(OPTIONAL_FIELDS)
+        if unknown:
+            raise PadimError(f"MethodSpec {self.name!r}: reads unknown common field(s) {sorted(unknown)}")
+        object.__setattr__(self, "reads", frozenset(self.reads))
+
+    def detector_class(self) -> type[Detector]:
+        module, _, name = self.target.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise PadimError(f"method {self.name!r}: cannot import its detector {self.target!r} ({exc})") from exc
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.params.items()}
+
+    def validate_params(self, params: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+        """`params` completed with defaults and checked; unknown names are an error naming them."""
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            known = sorted(self.params) or "none"
+            raise PadimError(f"{where}unknown parameter(s) {unknown} for method {self.name!r}; its parameters: {known}")
+        out = self.defaults()
+        for name, value in params.items():
+            out[name] = self.params[name].validate(name, value, where)
+        return out
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Add a method to the registry (idempotent for an equal spec; `replace` to change one)."""
+    old = _REGISTRY.get(spec.name)
+    if old is not None and old != spec and not replace:
+        raise PadimError(f"method {spec.name!r} is registered already (as {old.target}); pass replace=True")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def method_names() -> list[str]:
+    """Registered method names, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of `name`; an unknown name is an error listing the registered ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise PadimError(f"method={name!r} is unknown; expected one of {method_names()}") from None
+    except TypeError:
+        raise PadimError(f"method={name!r}; expected a method name among {method_names()}") from None
+
+
+class Detector:
+    """Mixin that documents and partly implements the detector interface (see the module docstring).
+
+    Subclasses set `method` (the registry name) and `uses_features`, and implement
+    `from_config`, `fit`, `predict`, `save`, `load`; feature-based ones also `feature_layers`,
+    `fit_features` and `predict_features`.
+    """
+
+    method: ClassVar[str] = ""
+    uses_features: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, config: Any, *, device: str = "auto", progress: bool = False) -> Detector:
+        raise NotImplementedError
+
+    def feature_layers(self) -> tuple[str, ...]:
+        """Backbone layers the feature cache must hold for `fit_features` / `predict_features`."""
+        raise NotImplementedError(f"{type(self).__name__} does not work on cached features")
+
+    def fit_features(self, batches: Iterable[Mapping[str, Any]]) -> Detector:
+        raise NotImplementedError(f"{type(self).__name__} does not work on cached features")
+
+    def predict_features(self, batches: Iterable[Mapping[str, Any]], image_size: Any) -> tuple[Any, Any]:
+        raise NotImplementedError(f"{type(self).__name__} does not work on cached features")
+
+
+def build_detector(config: Any, *, device: str = "auto", progress: bool = False) -> Detector:
+    """The detector of `config` (an ExperimentConfig), built by its method's class."""
+    return get_method(config.method).detector_class().from_config(config, device=device, progress=progress)
+
+
+def _register_builtin() -> None:
+    register(MethodSpec(
+        name="padim",
+        target="padim_lib.padim:PaDiM",
+        reads=frozenset({"layers", "layer_mode", "reduce", "eps"}),
+        description="PaDiM: one Gaussian per patch position, Mahalanobis distance (Defard et al. 2020)",
+    ))
+
+
+_register_builtin()
