@@ -75,7 +75,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
     model.fit(train)
-    model.meta.update(
+    model.meta = (
         {
             "preprocess": {"resize": pre.resize, "crop": pre.crop, "normalize": pre.normalize},
             "category": args.category,

@@ -14,9 +14,11 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
+import numbers
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import InitVar, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,6 @@ from padim_lib.errors import PadimError
 # (e.g. the feature cache's storage dtype or the bootstrap scheme).
 KEY_SCHEMA = 1
 
-METHODS = ("padim",)
 LAYER_MODES = ("concat", "sum")
 _REDUCE_RE = re.compile(r"^(random|pca):([1-9][0-9]*)$")
 # Fields that do not change numbers: shown to readers, never hashed.
@@ -61,14 +62,105 @@ def stable_hash(payload: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+class FrozenParams(dict):
+    """A read-only, hashable dict of a method's parameters (configurations are frozen and hashable)."""
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("ExperimentConfig.params is read-only; use config.replace(params={...})")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True, default=str))
+
+    def __reduce__(self):
+        return (FrozenParams, (dict(self),))
+
+
+# ----------------------------------------------------------------------------- shared checks
+# The configuration and the detectors accept and reject the same values: both call these.
+def check_seed(seed: Any, where: str = "") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise PadimError(f"{where}seed={seed!r}; expected an integer >= 0")
+    return int(seed)
+
+
+def check_eps(eps: Any, where: str = "") -> float:
+    # eps = 0 leaves the covariance singular whenever N <= d: refused, "near 0" is allowed.
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (math.isfinite(eps) and eps > 0):
+        raise PadimError(f"{where}eps={eps!r}; expected a finite number > 0")
+    return float(eps)
+
+
+def check_sigma(sigma: Any, where: str = "") -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not (math.isfinite(sigma) and sigma >= 0):
+        raise PadimError(f"{where}sigma={sigma!r}; expected a finite number >= 0 (0 = no smoothing)")
+    return float(sigma)
+
+
+def check_max_train(max_train: Any, where: str = "") -> int | None:
+    if max_train is None:
+        return None
+    if isinstance(max_train, bool) or not isinstance(max_train, numbers.Integral) or max_train < 2:
+        raise PadimError(f"{where}max_train={max_train!r}; expected None or an integer >= 2")
+    return int(max_train)
+
+
+def check_layer_mode(layer_mode: Any, where: str = "") -> str:
+    if layer_mode not in LAYER_MODES:
+        raise PadimError(f"{where}layer_mode={layer_mode!r}; expected one of {list(LAYER_MODES)}")
+    return layer_mode
+
+
+def parse_reduce(reduce: Any, where: str = "") -> tuple[str | None, int | None]:
+    """"random:100" -> ("random", 100), "pca:100" -> ("pca", 100), None (or "none") -> (None, None)."""
+    if reduce is None or reduce in ("", "none", "None"):
+        return None, None
+    match = _REDUCE_RE.match(str(reduce)) if isinstance(reduce, str) else None
+    if match is None:
+        raise PadimError(f"{where}reduce={reduce!r}; expected None, 'random:D' or 'pca:D' with D a positive integer")
+    return match.group(1), int(match.group(2))
+
+
+def check_reduce(reduce: Any, backbone: str, groups: Sequence[Sequence[str]], where: str = "") -> str | None:
+    """`reduce` checked against the embedding size of every layer group (one group per model)."""
+    from padim_lib.backbones import embedding_size
+
+    kind, dim = parse_reduce(reduce, where)
+    if kind is None:
+        return None
+    for group in groups:
+        channels = embedding_size(backbone, group)
+        if dim > channels:
+            raise PadimError(
+                f"{where}reduce={reduce!r} asks for {dim} dimensions but the embedding of {list(group)} on "
+                f"{backbone} has {channels}; expected d <= {channels}"
+            )
+    return f"{kind}:{dim}"
+
+
+def layer_groups(layers: Sequence[str], layer_mode: str) -> tuple[tuple[str, ...], ...]:
+    """One group per fitted model: all layers together ("concat") or one per layer ("sum")."""
+    return (tuple(layers),) if layer_mode == "concat" else tuple((x,) for x in layers)
+
+
+_UNSET: Any = "<unset>"
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One PaDiM configuration (see INTERFACES "study layer").
+    """One experiment's parameters: the single validated parameter set (CLI, study YAML, notebooks).
 
-    layers: backbone layer names, None = the backbone's default layers (resolved in `key()`).
-    layer_mode: "concat" (PaDiM, one Gaussian over the concatenated layers) or "sum"
-        (one model per layer, maps summed: the paper's "Layer 1+2+3").
-    reduce: None, "random:D" (Rd, seeded by `seed`) or "pca:D".
+    method: a registered method (padim_lib.detectors); params: that method's own parameters
+        (defaults filled in, validated against its schema).
+    backbone, layers (None = the backbone's default layers; resolved by `backbones.resolve_layers`),
+    layer_mode: "concat" (one model over the concatenated layers) or "sum" (one model per layer,
+        maps summed: the paper's "Layer 1+2+3"); reduce: None, "random:D" (Rd, seeded) or "pca:D".
+        Methods that do not read one of layers / layer_mode / reduce / eps refuse a non-default value.
+    preprocess: a `datasets.Preprocess` (resize, centre crop). `resize=` / `crop=` are accepted as a
+        shorthand for it (constructor, `replace`, `from_dict`), e.g. in a study YAML.
+    seed, eps, sigma, max_train (first N training images), pretrained, weights (a local file).
+    label, published_row: display only, never part of the key.
     """
 
     method: str = "padim"
@@ -76,71 +168,96 @@ class ExperimentConfig:
     layers: tuple[str, ...] | None = None
     layer_mode: str = "concat"
     reduce: str | None = None
+    params: Mapping[str, Any] = field(default_factory=FrozenParams)
     seed: int = 0
     eps: float = 0.01
     sigma: float = 4.0
-    resize: int = 256
-    crop: int | None = 224
+    preprocess: Any = None  # datasets.Preprocess; None = the paper's 256 -> 224
     max_train: int | None = None
     pretrained: bool = True
     weights: str | None = None
     label: str = ""
     published_row: str = ""  # row name in published.csv this configuration is compared with ("" = none)
+    resize: InitVar[int | None] = None
+    crop: InitVar[Any] = _UNSET
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, resize: int | None, crop: Any) -> None:
+        from padim_lib.backbones import resolve_layers
+        from padim_lib.datasets.preprocess import Preprocess
+        from padim_lib.detectors import OPTIONAL_FIELDS, get_method
+
+        where = "ExperimentConfig."
+        spec = get_method(self.method)
+        pre = self.preprocess if self.preprocess is not None else Preprocess()
+        if isinstance(pre, Mapping):
+            pre = Preprocess(**pre)
+        if not isinstance(pre, Preprocess):
+            raise PadimError(f"{where}preprocess={pre!r}; expected a Preprocess or a mapping of resize / crop")
+        if resize is not None or crop is not _UNSET:
+            pre = Preprocess(
+                resize=pre.resize if resize is None else resize,
+                crop=pre.crop if crop is _UNSET else (crop or None),  # crop 0 = no crop, as on the CLI
+                normalize=pre.normalize,
+            )
+        object.__setattr__(self, "preprocess", pre)
+        if isinstance(self.layers, str):
+            raise PadimError(f"{where}layers must be a sequence of layer names, got the string {self.layers!r}")
         if self.layers is not None:
-            if isinstance(self.layers, str):
-                raise PadimError(f"ExperimentConfig.layers must be a sequence of layer names, got the string {self.layers!r}")
-            object.__setattr__(self, "layers", tuple(str(x) for x in self.layers))
-            if not self.layers:
-                raise PadimError("ExperimentConfig.layers is empty; use None for the backbone's default layers")
+            object.__setattr__(self, "layers", resolve_layers(self.backbone, self.layers))
+        else:
+            resolve_layers(self.backbone, None)  # checks the backbone name
         if self.reduce in ("", "none", "None"):
             object.__setattr__(self, "reduce", None)
-        if self.method not in METHODS:
-            raise PadimError(f"ExperimentConfig.method={self.method!r}; expected one of {METHODS}")
-        if self.layer_mode not in LAYER_MODES:
-            raise PadimError(f"ExperimentConfig.layer_mode={self.layer_mode!r}; expected one of {LAYER_MODES}")
-        if self.reduce is not None and not _REDUCE_RE.match(str(self.reduce)):
-            raise PadimError(f"ExperimentConfig.reduce={self.reduce!r}; expected None, 'random:D' or 'pca:D' with D > 0")
-        if self.reduce is not None and self.layer_mode == "sum":
-            raise PadimError("ExperimentConfig: reduce is only defined for layer_mode='concat' (one embedding)")
-        for name in ("resize", "crop", "max_train"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise PadimError(f"ExperimentConfig.{name}={value!r}; expected a positive int" + (" or None" if name != "resize" else ""))
-        if self.crop is not None and self.crop > self.resize:
-            raise PadimError(f"ExperimentConfig.crop={self.crop} is larger than resize={self.resize}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise PadimError(f"ExperimentConfig.seed={self.seed!r}; expected an int >= 0")
-        if not float(self.eps) > 0:
-            raise PadimError(f"ExperimentConfig.eps={self.eps!r}; expected > 0")
-        if not float(self.sigma) >= 0:
-            raise PadimError(f"ExperimentConfig.sigma={self.sigma!r}; expected >= 0")
+        check_layer_mode(self.layer_mode, where)
+        object.__setattr__(self, "seed", check_seed(self.seed, where))
+        object.__setattr__(self, "eps", check_eps(self.eps, where))
+        object.__setattr__(self, "sigma", check_sigma(self.sigma, where))
+        object.__setattr__(self, "max_train", check_max_train(self.max_train, where))
+        object.__setattr__(self, "reduce", check_reduce(self.reduce, self.backbone,
+                                                        layer_groups(self.resolved_layers(), self.layer_mode), where))
+        if not isinstance(self.pretrained, bool):
+            raise PadimError(f"{where}pretrained={self.pretrained!r}; expected true or false")
         if self.weights is not None and not self.pretrained:
-            raise PadimError("ExperimentConfig: weights given with pretrained=False; pass one or the other")
+            raise PadimError(f"{where}weights given with pretrained=False; pass one or the other")
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in OPTIONAL_FIELDS}
+        for name in OPTIONAL_FIELDS:
+            if name not in spec.reads and getattr(self, name) != defaults[name]:
+                raise PadimError(f"{where}{name}={getattr(self, name)!r}: method {self.method!r} has no such parameter")
+        if not isinstance(self.params, Mapping):
+            raise PadimError(f"{where}params={self.params!r}; expected a mapping of {self.method!r} parameters")
+        params = spec.validate_params(self.params, f"{where}params.")
+        object.__setattr__(self, "params", FrozenParams(params))
+
+    def method_spec(self):
+        """The registry entry of `method` (padim_lib.detectors.MethodSpec)."""
+        from padim_lib.detectors import get_method
+
+        return get_method(self.method)
 
     def uses_seed(self) -> bool:
-        """True when the seed changes the numbers (random channel selection); others run seed 0 only."""
-        return self.reduce is not None and self.reduce.startswith("random")
+        """True when the seed changes the numbers (e.g. PaDiM's random channel selection)."""
+        return bool(self.method_spec().uses_seed(self))
 
     def resolved_layers(self) -> tuple[str, ...]:
-        """`layers`, or the backbone's default layers when None (imports padim_lib.features)."""
-        if self.layers is not None:
-            return self.layers
-        from padim_lib.features import BACKBONES
+        """`layers`, or the backbone's default layers when None."""
+        from padim_lib.backbones import resolve_layers
 
-        if self.backbone not in BACKBONES:
-            raise PadimError(f"ExperimentConfig.backbone={self.backbone!r}; expected one of {sorted(BACKBONES)}")
-        return tuple(BACKBONES[self.backbone].default_layers)
+        return resolve_layers(self.backbone, self.layers)
 
     def numeric_fields(self) -> dict[str, Any]:
-        """The fields that change numbers, canonicalised (layers resolved, seed 0 when unused)."""
+        """The fields that change numbers, canonicalised (layers resolved, seed 0 when unused,
+        fields the method does not read left out)."""
+        reads = self.method_spec().reads
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in DISPLAY_FIELDS}
-        d["layers"] = list(self.resolved_layers())
-        d["eps"] = float(self.eps)
-        d["sigma"] = float(self.sigma)
+        for name in ("layers", "layer_mode", "reduce", "eps"):
+            if name not in reads:
+                d.pop(name)
+        if "layers" in d:
+            d["layers"] = list(self.resolved_layers())
+        d["params"] = dict(self.params)
+        d["preprocess"] = dataclasses.asdict(self.preprocess)
         if not self.uses_seed():
-            d["seed"] = 0  # PCA / no reduction are deterministic: seeds share one result
+            d["seed"] = 0  # deterministic configurations: every seed shares one result
         if self.weights is not None:
             # A local weights file is identified by its contents, not its path.
             d["weights"] = file_digest(self.weights)
@@ -151,30 +268,40 @@ class ExperimentConfig:
         return stable_hash({"config": self.numeric_fields(), "versions": code_versions()})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field (layers as a list)."""
-        d = dataclasses.asdict(self)
+        """JSON-able dict of every field (layers as a list, params and preprocess as mappings)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if d["layers"] is not None:
             d["layers"] = list(d["layers"])
+        d["params"] = dict(self.params)
+        d["preprocess"] = dataclasses.asdict(self.preprocess)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
-        """Inverse of `to_dict`; unknown fields are an error that names them."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        """Inverse of `to_dict`, also taking `resize` / `crop`; unknown fields are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)} | {"resize", "crop"}
         unknown = sorted(set(d) - names)
         if unknown:
             raise PadimError(f"unknown ExperimentConfig field(s) {unknown}; expected a subset of {sorted(names)}")
         d = dict(d)
-        if d.get("layers") is not None:
+        if d.get("layers") is not None and not isinstance(d["layers"], str):
             d["layers"] = tuple(d["layers"])
         return cls(**d)
 
     def replace(self, **changes: Any) -> ExperimentConfig:
-        """A copy with `changes` applied (validated like the constructor)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        """A copy with `changes` applied (validated like the constructor; `resize` / `crop` accepted)."""
+        names = {f.name for f in dataclasses.fields(self)} | {"resize", "crop"}
+        unknown = sorted(set(changes) - names)
         if unknown:
             raise PadimError(f"unknown ExperimentConfig field(s) {unknown}")
-        return dataclasses.replace(self, **changes)
+        if "method" in changes and "params" not in changes:
+            changes["params"] = {}  # another method's parameters do not carry over
+        return dataclasses.replace(self, **{"resize": None, "crop": _UNSET, **changes})
+
+
+# The shorthands are constructor arguments only: reading `config.resize` must not find the class
+# default (None) but fail, so every reader goes through `config.preprocess`.
+del ExperimentConfig.resize, ExperimentConfig.crop
 
 
 def file_digest(path: str) -> str:

@@ -22,6 +22,7 @@ name. Adding a method is one module and one `register(...)` call.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -49,9 +50,9 @@ class Param:
     def validate(self, name: str, value: Any, where: str) -> Any:
         if value is None and self.none_ok:
             return None
+        if float in self.types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # 2 where a number is expected is 2.0
         ok = isinstance(value, self.types) and not (isinstance(value, bool) and bool not in self.types)
-        if ok and float in self.types and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
         problem = None if ok else f"expected {_type_words(self.types, self.none_ok)}"
         if problem is None and self.check is not None:
             problem = self.check(value)
@@ -95,6 +96,7 @@ class MethodSpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     reads: frozenset[str] = frozenset()
     description: str = ""
+    uses_seed: Callable[[Any], bool] = lambda config: False  # noqa: E731  (does the seed change numbers?)
 
     def __post_init__(self) -> None:
         unknown = set(self.reads) - set(OPTIONAL_FIELDS)
@@ -128,10 +130,16 @@ _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
-    """Add a method to the registry (idempotent for an equal spec; `replace` to change one)."""
+    """Add a method to the registry (idempotent for the same name and class; `replace` to change one).
+
+    A spec that reached a worker process with its task and the one its module registers on import
+    are equal in name and target but not as objects (their check functions differ): both are fine.
+    """
     old = _REGISTRY.get(spec.name)
-    if old is not None and old != spec and not replace:
-        raise PadimError(f"method {spec.name!r} is registered already (as {old.target}); pass replace=True")
+    if old is not None and not replace:
+        if old.target != spec.target:
+            raise PadimError(f"method {spec.name!r} is registered already (as {old.target}); pass replace=True")
+        return old
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -140,13 +148,40 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+PLUGINS_ENV = "PADIM_METHODS"
+ENTRY_POINT_GROUP = "padim_lib.methods"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the modules that register further methods: the installed packages' entry points of
+    group "padim_lib.methods", and the comma-separated module names in $PADIM_METHODS (so a method
+    defined outside the library also reaches a notebook kernel or a worker process). Once."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise PadimError(f"${PLUGINS_ENV}: cannot import method module {module!r} ({exc})") from exc
+
+
 def method_names() -> list[str]:
     """Registered method names, in registration order."""
+    load_plugins()
     return list(_REGISTRY)
 
 
 def get_method(name: str) -> MethodSpec:
     """The spec of `name`; an unknown name is an error listing the registered ones."""
+    if name not in _REGISTRY:
+        load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -186,11 +221,16 @@ def build_detector(config: Any, *, device: str = "auto", progress: bool = False)
     return get_method(config.method).detector_class().from_config(config, device=device, progress=progress)
 
 
+def _random_reduction(config: Any) -> bool:
+    return config.reduce is not None and config.reduce.startswith("random")
+
+
 def _register_builtin() -> None:
     register(MethodSpec(
         name="padim",
         target="padim_lib.padim:PaDiM",
         reads=frozenset({"layers", "layer_mode", "reduce", "eps"}),
+        uses_seed=_random_reduction,
         description="PaDiM: one Gaussian per patch position, Mahalanobis distance (Defard et al. 2020)",
     ))
 

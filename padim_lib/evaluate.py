@@ -65,7 +65,7 @@ def evaluate(model: Any, dataset: Any, *, return_maps: bool = False, progress: b
     res: dict[str, Any] = metrics_from_maps(labels_a, scores_a, masks_a, maps_a)
     n_defective = int((labels_a != 0).sum())
     timings = {"predict_s": round(predict_s, 3), "images_per_s": round(len(labels_a) / predict_s, 3)}
-    fit_s = getattr(model, "meta", {}).get("fit_s")
+    fit_s = (getattr(model, "meta", None) or {}).get("fit_s")
     if fit_s is not None:
         timings["fit_s"] = fit_s
     res.update(

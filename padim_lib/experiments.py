@@ -26,14 +26,16 @@ import hashlib
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from padim_lib.backbones import embedding_size, resolve_layers
 from padim_lib.config import ExperimentConfig, stable_hash
+from padim_lib.detectors import MethodSpec, get_method, register
 from padim_lib.errors import PadimError
 from padim_lib.featcache import FeatureBatches, FeatureSpec, data_identity, ensure_features, load_features
 
@@ -51,16 +53,23 @@ FAST_BOOTSTRAP_MAX_IMAGES = 500
 
 @dataclass(frozen=True)
 class Task:
-    """One class of one data set under one configuration."""
+    """One class of one data set under one configuration.
+
+    `method` is the configuration's registry entry, looked up when the task is made and carried
+    with it, so a worker process (Dask) runs methods registered only in the planning process.
+    """
 
     data_root: str
     category: str
     config: ExperimentConfig
+    method: MethodSpec | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_root", str(self.data_root))
         if not isinstance(self.config, ExperimentConfig):
             raise PadimError(f"Task.config: expected an ExperimentConfig, got {type(self.config).__name__}")
+        if self.method is None:
+            object.__setattr__(self, "method", get_method(self.config.method))
 
     def key(self) -> str:
         """16 hex digits: the configuration's key, the class and the data's identity (files listed)."""
@@ -68,23 +77,26 @@ class Task:
             {"config": self.config.key(), "category": self.category, "data": data_identity(self.data_root, self.category)}
         )
 
+    def detector(self, device: str = "auto", progress: bool = False):
+        """The (unfitted) detector of this task's configuration."""
+        register(self.method)  # a no-op where it is registered already (see the class docstring)
+        return self.method.detector_class().from_config(self.config, device=device, progress=progress)
+
     def feature_layers(self) -> tuple[str, ...]:
-        """The backbone's default layers plus any other layer the config uses: one superset, so
-        every Table I / II configuration of a class reads the same feature files."""
-        from padim_lib.features import BACKBONES
-
+        """The backbone's default layers plus any other layer the detector reads: one superset, so
+        every configuration of a class on one backbone reads the same feature files."""
         cfg = self.config
-        if cfg.backbone not in BACKBONES:
-            raise PadimError(f"config.backbone={cfg.backbone!r}; expected one of {sorted(BACKBONES)}")
-        defaults = tuple(BACKBONES[cfg.backbone].default_layers)
-        return defaults + tuple(x for x in cfg.resolved_layers() if x not in defaults)
+        defaults = resolve_layers(cfg.backbone, None)
+        return defaults + tuple(x for x in self.detector("cpu").feature_layers() if x not in defaults)
 
-    def feature_specs(self) -> tuple[FeatureSpec, FeatureSpec]:
-        """(train, test) feature files this task reads."""
+    def feature_specs(self) -> tuple[FeatureSpec, ...]:
+        """(train, test) feature files this task reads; none for a detector that reads images."""
+        if not self.method.detector_class().uses_features:
+            return ()
         cfg = self.config
         common = dict(
             data_root=self.data_root, category=self.category, backbone=cfg.backbone, layers=self.feature_layers(),
-            resize=cfg.resize, crop=cfg.crop, pretrained=cfg.pretrained, weights=cfg.weights,
+            preprocess=cfg.preprocess, pretrained=cfg.pretrained, weights=cfg.weights,
         )
         return FeatureSpec(split="train", max_train=cfg.max_train, **common), FeatureSpec(split="test", **common)
 
@@ -169,26 +181,52 @@ def example_indices(labels: np.ndarray, defect_types: Sequence[str], k: int) -> 
 
 def _example_images(task: Task, index: np.ndarray) -> np.ndarray:
     """(k, S, S, 3) uint8 of the chosen test images, preprocessed like the features (for overlays)."""
-    from padim_lib.datasets import Preprocess, denormalize, open_dataset
+    from padim_lib.datasets import denormalize, open_dataset
 
-    cfg = task.config
-    data = open_dataset(task.data_root, task.category, "test", Preprocess(resize=cfg.resize, crop=cfg.crop))
+    data = open_dataset(task.data_root, task.category, "test", task.config.preprocess)
     imgs = [denormalize(data[int(i)]["image"]) for i in index]
     if not imgs:
         return np.zeros((0, 0, 0, 3), np.uint8)
     return (torch.stack(imgs).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
 
-def _build_model(cfg: ExperimentConfig, device: str):
-    from padim_lib.padim import PaDiM
+def _fit_predict(task: Task, detector, feature_paths, cache_dir, device: str, progress: bool, timings: dict):
+    """Fit `detector` and score the test split: from cached features when the detector reads them,
+    else from the images. Returns (maps (N, S, S), scores (N,), test info dict, n_train)."""
+    from padim_lib.datasets import open_dataset
 
-    if cfg.method != "padim":
-        raise PadimError(f"config.method={cfg.method!r}: run_task implements 'padim' only")
-    return PaDiM(
-        backbone=cfg.backbone, layers=cfg.resolved_layers(), layer_mode=cfg.layer_mode, reduce=cfg.reduce,
-        eps=cfg.eps, sigma=cfg.sigma, device=device, seed=cfg.seed, pretrained=cfg.pretrained,
-        weights=cfg.weights, progress=False,
-    )
+    if detector.uses_features:
+        if feature_paths is None or len(feature_paths) == 0:
+            feature_paths = [ensure_features(s, cache_dir, device=device, progress=progress) for s in task.feature_specs()]
+        if len(feature_paths) != 2:
+            raise PadimError(f"feature_paths: expected (train, test) files, got {len(feature_paths)}")
+        train, test = (load_features(p) for p in feature_paths)
+        layers = detector.feature_layers()
+        t0 = time.perf_counter()
+        detector.fit_features(FeatureBatches(train["features"], layers, FEATURE_BATCH))
+        timings["fit_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        maps, scores = detector.predict_features(FeatureBatches(test["features"], layers, FEATURE_BATCH),
+                                                 test["image_size"])
+        timings["predict_s"] = time.perf_counter() - t0
+        return maps, scores, test, len(train["labels"])
+    pre = task.config.preprocess
+    train = open_dataset(task.data_root, task.category, "train", pre)
+    test_data = open_dataset(task.data_root, task.category, "test", pre)
+    t0 = time.perf_counter()
+    detector.fit(train)
+    timings["fit_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps, scores = detector.predict(test_data)
+    timings["predict_s"] = time.perf_counter() - t0
+    has_masks = bool(getattr(test_data, "has_masks", False))
+    test = {
+        "labels": np.asarray(test_data.labels, np.int64),
+        "masks": np.stack([test_data[i]["mask"].numpy() for i in range(len(test_data))]) if has_masks else None,
+        "paths": list(test_data.paths), "defect_types": list(test_data.defect_types), "image_size": pre.size,
+    }
+    n_train = len(train) if task.config.max_train is None else min(len(train), task.config.max_train)
+    return maps, scores, test, n_train
 
 
 # ----------------------------------------------------------------------------- the task
@@ -220,20 +258,9 @@ def run_task(
     if not isinstance(bootstrap, int) or bootstrap < 0:
         raise PadimError(f"bootstrap={bootstrap!r}; expected a number of replicates >= 0")
     cfg = task.config
-    if feature_paths is None:
-        feature_paths = [ensure_features(s, cache_dir, device=device, progress=progress) for s in task.feature_specs()]
-    if len(feature_paths) != 2:
-        raise PadimError(f"feature_paths: expected (train, test) files, got {len(feature_paths)}")
-    train, test = (load_features(p) for p in feature_paths)
-    layers = cfg.resolved_layers()
     timings: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    model = _build_model(cfg, device).fit_features(FeatureBatches(train["features"], layers, FEATURE_BATCH))
-    timings["fit_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    maps, scores = model.predict_features(FeatureBatches(test["features"], layers, FEATURE_BATCH), test["image_size"])
-    timings["predict_s"] = time.perf_counter() - t0
+    detector = task.detector(device=device, progress=progress)
+    maps, scores, test, n_train = _fit_predict(task, detector, feature_paths, cache_dir, device, progress, timings)
 
     labels, masks = test["labels"], test["masks"]
     t0 = time.perf_counter()
@@ -263,6 +290,7 @@ def run_task(
     timings["bootstrap_s"] = time.perf_counter() - t0
 
     kind = category_kinds(task.data_root).get(task.category, "other")
+    layers = cfg.resolved_layers() if "layers" in task.method.reads else ()
     common = {
         "data_root": task.data_root, "category": task.category, "kind": kind, "config_key": cfg.key(),
         "label": cfg.label, "published_row": cfg.published_row, "method": cfg.method, "backbone": cfg.backbone,
@@ -277,7 +305,7 @@ def run_task(
     artifacts = _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples)
     timings["artifacts_s"] = time.perf_counter() - t0
     artifacts.update({k: np.asarray(v) for k, v in timings.items()})
-    artifacts["n_train"] = np.asarray(len(train["labels"]))
+    artifacts["n_train"] = np.asarray(n_train)
     return rows, artifacts
 
 
@@ -312,25 +340,13 @@ _FIXED = ("backbone", "layers", "layer_mode", "reduce", "seed", "label", "publis
 def _check_common(common: dict[str, Any], where: str) -> None:
     import dataclasses
 
-    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)} | {"resize", "crop"}
     unknown = sorted(set(common) - names)
     if unknown:
         raise PadimError(f"{where}: unknown ExperimentConfig field(s) {unknown}; expected some of {sorted(names)}")
     fixed = sorted(set(common) & set(_FIXED))
     if fixed:
         raise PadimError(f"{where}: {fixed} are set by the table itself; pass them as the function's arguments")
-
-
-def _layers(backbone: str, layers: Sequence[str] | None) -> tuple[str, ...]:
-    from padim_lib.features import BACKBONES
-
-    if backbone not in BACKBONES:
-        raise PadimError(f"backbone={backbone!r}; expected one of {sorted(BACKBONES)}")
-    chosen = tuple(BACKBONES[backbone].default_layers if layers is None else layers)
-    unknown = [x for x in chosen if x not in BACKBONES[backbone].channels]
-    if unknown or not chosen:
-        raise PadimError(f"layers={layers!r}: expected layer names of {backbone!r} ({list(BACKBONES[backbone].channels)})")
-    return chosen
 
 
 def table1_configs(backbone: str = "resnet18", layers: Sequence[str] | None = None, **common: Any) -> list[ExperimentConfig]:
@@ -341,7 +357,7 @@ def table1_configs(backbone: str = "resnet18", layers: Sequence[str] | None = No
     name (empty when the number of layers is not 3, i.e. nothing to compare with).
     """
     _check_common(common, "table1_configs")
-    chosen = _layers(backbone, layers)
+    chosen = resolve_layers(backbone, layers)
     n = len(chosen)
     comparable = n == 3
     configs = [
@@ -376,11 +392,9 @@ def table2_configs(
     "all (D)" <-> "all (448)". So the claims ("Rd beats PCA at equal d") are tested on any
     backbone, and the book shows the paper's figure beside the run's closest analogue.
     """
-    from padim_lib.features import BACKBONES
-
     _check_common(common, "table2_configs")
-    chosen = _layers(backbone, layers)
-    total = sum(BACKBONES[backbone].channels[x] for x in chosen)
+    chosen = resolve_layers(backbone, layers)
+    total = embedding_size(backbone, chosen)
     dims = [int(d) for d in dims]
     seeds = [int(s) for s in seeds]
     bad = [d for d in dims if not 1 <= d < total]

@@ -76,14 +76,19 @@ class FeatureSpec:
     split: str
     backbone: str
     layers: tuple[str, ...]
-    resize: int = 256
-    crop: int | None = 224
+    preprocess: Any = None  # datasets.Preprocess; None = the paper's 256 -> 224
     max_train: int | None = None
     pretrained: bool = True
     weights: str | None = None
 
     def __post_init__(self) -> None:
+        from padim_lib.datasets.preprocess import Preprocess
+
         object.__setattr__(self, "data_root", str(self.data_root))
+        if self.preprocess is None:
+            object.__setattr__(self, "preprocess", Preprocess())
+        if not isinstance(self.preprocess, Preprocess):
+            raise PadimError(f"FeatureSpec.preprocess={self.preprocess!r}; expected a Preprocess")
         if isinstance(self.layers, str) or not self.layers:
             raise PadimError(f"FeatureSpec.layers: expected a non-empty tuple of layer names, got {self.layers!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -137,10 +142,10 @@ def extract(spec: FeatureSpec, device: str | torch.device = "auto", batch_size: 
     """Run the backbone over the split; returns the dict that `ensure_features` stores."""
     from tqdm.auto import tqdm
 
-    from padim_lib.datasets import Preprocess, open_dataset
+    from padim_lib.datasets import open_dataset
 
     dev = resolve_device(device)
-    data = open_dataset(spec.data_root, spec.category, spec.split, Preprocess(resize=spec.resize, crop=spec.crop))
+    data = open_dataset(spec.data_root, spec.category, spec.split, spec.preprocess)
     n = len(data) if spec.max_train is None else min(len(data), spec.max_train)
     subset = torch.utils.data.Subset(data, range(n))  # deterministic order: the first n images
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)
@@ -163,7 +168,7 @@ def extract(spec: FeatureSpec, device: str | torch.device = "auto", batch_size: 
         "masks": torch.cat(masks) if has_masks else None,
         "paths": list(data.paths[:n]),
         "defect_types": list(data.defect_types[:n]),
-        "image_size": int(Preprocess(resize=spec.resize, crop=spec.crop).size),
+        "image_size": int(spec.preprocess.size),
         "versions": code_versions(),
     }
 

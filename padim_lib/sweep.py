@@ -104,11 +104,11 @@ def _with_seeds(configs: Sequence[ExperimentConfig], seeds: Sequence[int] | None
     out: list[ExperimentConfig] = []
     for cfg in configs:
         if not cfg.uses_seed():
-            out.append(dataclasses.replace(cfg, seed=0))
+            out.append(cfg.replace(seed=0))
         elif seeds is None:
             out.append(cfg)
         else:
-            out.extend(dataclasses.replace(cfg, seed=int(s)) for s in seeds)
+            out.extend(cfg.replace(seed=int(s)) for s in seeds)
     return out
 
 
@@ -281,7 +281,7 @@ def _task_job(
 def task_label(task: Task) -> str:
     """Short human name: class / configuration label (or key) / seed when the config uses one."""
     cfg = task.config
-    label = f"{task.category} / {cfg.label or cfg.backbone + ' ' + cfg.key()[:8]}"
+    label = f"{task.category} / {cfg.label or cfg.method + ' ' + cfg.backbone + ' ' + cfg.key()[:8]}"
     return f"{label} / seed {cfg.seed}" if cfg.uses_seed() else label
 
 

@@ -102,7 +102,7 @@ def test_cli_fit_with_the_fast_backbone_options(data_root, library_result, tmp_p
 def test_cli_evaluate_without_ground_truth(data_root, library_result, tmp_path, capsys):
     model, _, _ = library_result
     model_file, metrics = tmp_path / "washer.pt", tmp_path / "nogt.json"
-    model.meta["preprocess"] = {"resize": 72, "crop": 64, "normalize": True}
+    model.meta = {**(model.meta or {}), "preprocess": {"resize": 72, "crop": 64, "normalize": True}}
     model.save(model_file)
     args = ["evaluate", "--data", str(data_root), "--category", "nogt", "--model", str(model_file)]
     assert main([*args, "--device", "cpu", "--json", str(metrics)]) == 0

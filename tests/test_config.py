@@ -102,8 +102,8 @@ def test_from_dict_names_unknown_fields():
         ({"seed": -1}, "seed"),
         ({"eps": 0}, "eps"),
         ({"layers": "layer1"}, "layers"),
-        ({"layer_mode": "sum", "reduce": "pca:10"}, "reduce"),
-        ({"method": "spade"}, "method"),
+        ({"layer_mode": "sum", "reduce": "pca:30"}, "reduce"),  # 30 > the 24 channels of _blocks.2
+        ({"method": "no-such-method"}, "method"),
         ({"pretrained": False, "weights": "w.pt"}, "weights"),
     ],
 )

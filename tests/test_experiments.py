@@ -165,7 +165,7 @@ def test_table1_configs():
     assert [c.layers for c in cfgs[:3]] == [("layer1",), ("layer2",), ("layer3",)]
     assert cfgs[3].layer_mode == "sum" and cfgs[4].layer_mode == "concat"
     assert cfgs[3].layers == cfgs[4].layers == ("layer1", "layer2", "layer3")
-    assert all(c.resize == 300 and c.reduce is None for c in cfgs)
+    assert all(c.preprocess.resize == 300 and c.reduce is None for c in cfgs)
     assert len({c.key() for c in cfgs}) == 5
     lite = table1_configs("efficientnet_lite0")
     assert lite[0].layers == ("_blocks.2",) and lite[-1].label == "PaDiM-R18"

@@ -24,8 +24,9 @@ def data(tmp_path_factory):
 
 
 def spec(root, split="train", **kw) -> FeatureSpec:
+    pre = Preprocess(resize=kw.pop("resize", 72), crop=kw.pop("crop", 64))
     base = dict(data_root=str(root), category="washer", split=split, backbone="efficientnet_lite0", layers=LAYERS,
-                resize=72, crop=64)
+                preprocess=pre)
     return FeatureSpec(**(base | kw))
 
 

@@ -186,7 +186,7 @@ def test_efficientnet_b5_levels_and_block_names():
 
 
 def test_unknown_backbone_lists_the_valid_ones():
-    with pytest.raises(PadimError, match="unknown backbone 'resnet19'.*resnet18.*wide_resnet50_2"):
+    with pytest.raises(PadimError, match="backbone='resnet19' is unknown.*resnet18.*wide_resnet50_2"):
         FeatureExtractor("resnet19", pretrained=False)
     with pytest.raises(PadimError, match="efficientnet_lite0"):
         load_backbone("vgg16", pretrained=False)
@@ -194,12 +194,12 @@ def test_unknown_backbone_lists_the_valid_ones():
 
 def test_unknown_layer_lists_the_backbone_layers():
     with pytest.raises(
-        PadimError, match=r"no layer\(s\) \['layer5'\].*'layer1', 'layer2', 'layer3', 'layer4'"
+        PadimError, match=r"has no layer 'layer5'.*'layer1', 'layer2', 'layer3', 'layer4'"
     ):
         FeatureExtractor("resnet18", layers=("layer1", "layer5"), pretrained=False)
     with pytest.raises(PadimError, match="_blocks.15"):
         FeatureExtractor("efficientnet_lite0", layers=("layer1",))
-    with pytest.raises(PadimError, match="duplicate"):
+    with pytest.raises(PadimError, match="no duplicates"):
         FeatureExtractor("resnet18", layers=("layer1", "layer1"), pretrained=False)
     with pytest.raises(PadimError, match=r"\(B, 3, H, W\)"):
         FeatureExtractor("resnet18", layers="layer1", pretrained=False)(torch.zeros(3, 32, 32))

@@ -185,7 +185,7 @@ def test_pca_basis_is_orthonormal_and_needs_two_passes():
 def test_save_load_gives_identical_maps(tmp_path, kw):
     train, test = batches([6, 6]), batches([4], seed0=31)
     est = model(**kw).fit_features(train)
-    est.meta.update({"category": "x", "preprocess": {"resize": 36, "crop": 32}})
+    est.meta = {"category": "x", "preprocess": {"resize": 36, "crop": 32}}
     maps, scores = est.predict_features(test, IMAGE)
     path = tmp_path / "sub" / "model.pt"
     est.save(path)
