@@ -44,12 +44,60 @@ def _package_version(name: str) -> str:
         return "absent"
 
 
-def code_versions() -> dict[str, str]:
-    """Versions that change numbers: this library, torch, torchvision, plus the key schema."""
+# Modules that present numbers but never change one: editing them keeps every cached result.
+PRESENTATION_MODULES = frozenset({
+    "__init__", "__main__", "book", "cli", "errors", "plots", "provenance", "report", "runner", "tables",
+})
+# What feature files depend on: the data sets' reading and preprocessing and the backbones.
+FEATURE_SOURCES = ("datasets/", "backbones.py", "features.py", "featcache.py")
+
+
+def _source_files(scope: str) -> list[Path]:
+    root = Path(__file__).resolve().parent
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.split("/")[0].removesuffix(".py") in PRESENTATION_MODULES and "/" not in rel.rstrip("/"):
+            continue
+        if rel.startswith("cli/"):
+            continue
+        if scope == "features" and not rel.startswith(FEATURE_SOURCES):
+            continue
+        out.append(path)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_of(listing: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path, _, _ in listing:
+        h.update(Path(path).relative_to(root).as_posix().encode() + b"\0")
+        h.update(Path(path).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def code_digest(scope: str = "results") -> str:
+    """sha256 (16 hex digits) of the library source files that compute numbers.
+
+    scope "results": every module but the presentation ones (PRESENTATION_MODULES); "features":
+    the modules feature files depend on (FEATURE_SOURCES). Keys hash this rather than the version
+    number, so a student who edits `padim.py` (an editable install included) gets new results,
+    while editing a notebook, a plot or the CLI keeps the cache. Re-read when a file's size or
+    modification time changes.
+    """
+    listing = tuple((str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in _source_files(scope))
+    return _digest_of(listing)
+
+
+def code_versions(scope: str = "results") -> dict[str, str]:
+    """What changes numbers besides a key's fields: this library's source (see `code_digest`), torch,
+    torchvision, and the key schema."""
     from padim_lib import __version__
 
     return {
         "padim_lib": __version__,
+        "code": code_digest(scope),
         "torch": _package_version("torch"),
         "torchvision": _package_version("torchvision"),
         "key_schema": str(KEY_SCHEMA),

@@ -107,7 +107,8 @@ class FeatureSpec:
         if self.weights is not None:
             fields["weights"] = file_digest(self.weights)
         return stable_hash(
-            {"spec": fields, "storage": str(STORAGE_DTYPE), "format": FORMAT_VERSION, "versions": code_versions()}
+            {"spec": fields, "storage": str(STORAGE_DTYPE), "format": FORMAT_VERSION,
+             "versions": code_versions("features")}
         )
 
     def filename(self) -> str:
@@ -169,7 +170,7 @@ def extract(spec: FeatureSpec, device: str | torch.device = "auto", batch_size: 
         "paths": list(data.paths[:n]),
         "defect_types": list(data.defect_types[:n]),
         "image_size": int(spec.preprocess.size),
-        "versions": code_versions(),
+        "versions": code_versions("features"),
     }
 
 

@@ -31,6 +31,9 @@ from padim_lib.atomic import atomic_write
 from padim_lib.errors import PadimError
 
 ROWS_SUFFIX = ".parquet"
+# The number of bootstrap replicates a task's rows were computed with, in the Parquet file's metadata:
+# part of what a stored result is, so a sweep asking for another count recomputes the task.
+BOOTSTRAP_META = b"padim_lib.bootstrap"
 ARTIFACTS_SUFFIX = ".npz"
 # Task keys become file names: keep them to a safe alphabet (no separators, no leading dot).
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -80,9 +83,26 @@ class ResultStore:
         return self.artifacts_dir / f"{_check_key(task_key)}{ARTIFACTS_SUFFIX}"
 
     # -- queries ---------------------------------------------------------------------------------
-    def has(self, task_key: str) -> bool:
-        """True when the task's rows are stored (its artifacts, if any, were written before them)."""
-        return self.rows_path(task_key).is_file()
+    def has(self, task_key: str, bootstrap: int | None = None) -> bool:
+        """True when the task's rows are stored (its artifacts, if any, were written before them),
+        and, when `bootstrap` is given, were computed with that many bootstrap replicates."""
+        if not self.rows_path(task_key).is_file():
+            return False
+        return bootstrap is None or self.replicates(task_key) == bootstrap
+
+    def replicates(self, task_key: str) -> int | None:
+        """The bootstrap replicate count a stored task was computed with (None: not stored)."""
+        path = self.rows_path(task_key)
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except FileNotFoundError:
+            return None
+        except (OSError, pa.ArrowException) as exc:
+            raise PadimError(f"result file {path} is unreadable ({exc}); delete it to recompute the task") from exc
+        if BOOTSTRAP_META in meta:
+            return int(meta[BOOTSTRAP_META])
+        rows = pq.read_table(path, columns=["replicate"]).column("replicate").to_numpy()  # files of older versions
+        return int(np.unique(rows[rows >= 0]).size)
 
     def keys(self) -> list[str]:
         """Keys of every completed task, sorted. Temporary files (``.*.tmp``) are not listed."""
@@ -132,6 +152,9 @@ class ResultStore:
 
             atomic_write(self.artifacts_path(task_key), write_npz)
         table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
+        if "replicate" in rows.columns:
+            n = int(rows.loc[rows["replicate"] >= 0, "replicate"].nunique())
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), BOOTSTRAP_META: str(n).encode()})
         atomic_write(self.rows_path(task_key), lambda tmp: pq.write_table(table, tmp))
 
     # -- reading ---------------------------------------------------------------------------------

@@ -264,7 +264,7 @@ def _task_job(
 ) -> dict[str, Any]:
     """Compute one task and store its rows (on the worker). Returns a small summary, not the rows."""
     store = ResultStore(results_dir)
-    if store.has(task_key):  # done by an earlier attempt or by another sweep on the same cache
+    if store.has(task_key, bootstrap):  # done by an earlier attempt or by another sweep on the same cache
         return {"task_key": task_key, "computed": False, "seconds": 0.0}
     t0 = time.perf_counter()
     with _torch_threads(threads):
@@ -336,11 +336,11 @@ class _Plan:
     n_stored: int
 
 
-def _plan(tasks: Sequence[Task], keys: Sequence[str], store: ResultStore) -> _Plan:
+def _plan(tasks: Sequence[Task], keys: Sequence[str], store: ResultStore, bootstrap: int) -> _Plan:
     todo: dict[str, Task] = {}
     n_stored = 0
     for task, key in zip(tasks, keys, strict=True):
-        if store.has(key):
+        if store.has(key, bootstrap):  # rows of another bootstrap count are recomputed, not reused
             n_stored += 1
         elif key not in todo:
             todo[key] = task
@@ -456,7 +456,7 @@ def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn,
                 is_task = fut.key.startswith("padim-task-")
                 # A task's rows in the store are the proof of completion, even when the worker that
                 # held its (tiny) result died afterwards and Dask now calls the result lost.
-                if fut.status == "finished" or (is_task and store.has(key)):
+                if fut.status == "finished" or (is_task and store.has(key, bootstrap)):
                     progress.done()
                     continue
                 if fut.status in ("lost", "pending"):  # its worker died after it finished: Dask recomputes it
@@ -483,21 +483,6 @@ def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn,
         # Release our futures so the scheduler forgets them (and cancels any still queued on interrupt).
         client.cancel(list(ffuts.values()) + list(tfuts.values()))
     return failures
-
-
-def _warn_bootstrap_mismatch(rows: pd.DataFrame, bootstrap: int, store: ResultStore) -> None:
-    """The bootstrap count is not part of a task's key: say so when stored rows used another one."""
-    if rows.empty or "replicate" not in rows.columns:
-        return
-    counts = rows.groupby("task_key")["replicate"].max() + 1
-    other = counts[counts != bootstrap]
-    if len(other):
-        warnings.warn(
-            f"{len(other)} of {len(counts)} tasks in {store.directory} were stored with "
-            f"{sorted(set(other.astype(int)))} bootstrap replicates, not {bootstrap}; they are used as stored "
-            "(delete their files under rows/ or use another results directory to recompute them)",
-            stacklevel=3,
-        )
 
 
 def run(
@@ -544,7 +529,7 @@ def run(
     cache = str(Path(cache_dir).resolve() if cache_dir is not None else store.directory / "features")
     tasks = list(tasks)
     keys = [t.key() for t in tasks]  # a key lists the class's files: compute each once
-    plan = _plan(tasks, keys, store)
+    plan = _plan(tasks, keys, store, bootstrap)
     where = "in-process" if scheduler is None and local_cluster is None else (
         f"LocalCluster({local_cluster})" if local_cluster is not None else f"Dask {scheduler}")
     if progress:
@@ -565,7 +550,6 @@ def run(
         finally:
             bar.close()
     rows = store.load(keys)
-    _warn_bootstrap_mismatch(rows, bootstrap, store)
     if progress:
         n_failed = sum(1 for f in failures if not f["task_key"].startswith("features-"))
         print(f"sweep: {len(plan.todo) - n_failed} tasks computed, {len(failures)} jobs failed "
