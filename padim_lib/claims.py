@@ -10,6 +10,7 @@ where the paper's table cannot support its sentence as worded, the claim says so
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,8 +63,9 @@ def _check_claim(claim: Any, where: str, seen: set[str], published: pd.DataFrame
     if claim.get("table_conflict", "") not in ("", *TABLE_CONFLICTS):
         raise PadimError(f"{where}: table_conflict={claim['table_conflict']!r}; expected one of {TABLE_CONFLICTS}")
     for field in ("min_diff_pp", "allowance_pp"):
-        if not isinstance(claim.get(field, 0.0), int | float) or claim.get(field, 0.0) != claim.get(field, 0.0):
-            raise PadimError(f"{where}: {field}={claim[field]!r}; expected a number of percentage points")
+        value = claim.get(field, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise PadimError(f"{where}: {field}={value!r}; expected a number of percentage points")
     if claim.get("allowance_pp", 0.0) < 0:
         raise PadimError(f"{where}: allowance_pp={claim['allowance_pp']!r}; expected a number >= 0")
     if (claim.get("table_conflict") or claim.get("allowance_pp")) and not str(claim.get("reading", "")).strip():

@@ -11,6 +11,7 @@ from padim_lib.stats import (
     compare_published,
     diff_ci,
     percentile_ci,
+    seed_values,
     sem,
     sem_ci,
     summarise,
@@ -125,3 +126,12 @@ def test_compare_published_in_percent():
     assert c.loc["textures", "reproduced"] == pytest.approx(93.1)
     assert c.loc["all", "difference"] == pytest.approx(np.mean([93.1, 95.6]) - 94.8)
     assert np.isnan(c.loc["tex", "published"])  # class rows have no published figure in Table I
+
+
+def test_seed_values_are_the_full_set_group_value_per_seed():
+    spec = {"Rd": {s: {"tex": (0.90 + s / 100, [0.5] * 3), "obj": (0.80, [0.5] * 3)} for s in range(3)}}
+    v = seed_values(make_rows(spec), "Rd", "pixel_auroc", "all")
+    assert list(v.index) == [0, 1, 2]
+    assert v.to_numpy() == pytest.approx([0.85, 0.855, 0.86])
+    with pytest.raises(PadimError, match="no rows"):
+        seed_values(make_rows(spec), "PCA", "pixel_auroc")
