@@ -229,7 +229,7 @@ class PixelScores:
             return None  # the cumulative pass: one pass, equal to sklearn to the last bit
         if self._pairs is None:
             checkpoints, budget = self._pair_limits
-            affordable = budget // max(1, 16 * self.num_images**2) - 1  # (C + 1) N x N, two at a time
+            affordable = budget // max(1, 16 * self.num_images**2) - 1  # (C + 1) N x N float64 + temporaries
             if affordable < 4:
                 return None
             self._pairs = PairTables(self._group, self._run_end, self.region_image, self.region_sizes,
