@@ -10,10 +10,10 @@ Bootstrap design (so that differences between configurations are paired):
 * resampling is stratified: good and defective test images are each resampled with
   replacement within their group, so every replicate keeps the test set's class balance (as
   the evaluation protocol fixes it) and every metric stays defined;
-* a resample is a vector of repeat counts per image. `stats.BootstrapPixelMetrics` sorts the
-  pixels once and then evaluates pixel AUROC and PRO under any weights in O(N^2) (N test
-  images), exactly as `metrics.PixelScores` would (equal up to float rounding, tested), which
-  makes 200 replicates cost well under a second instead of one pass over all pixels each.
+* a resample is a vector of repeat counts per image. `metrics.PixelScores` sorts the pixels
+  once and then evaluates pixel AUROC and PRO under any weights in O(N^2) (N test images),
+  exactly (tested against the physically repeated pixels), which makes 200 replicates cost well
+  under a second instead of one pass over all pixels each.
 Pixel metrics need ground-truth masks: without them the rows have image AUROC only (pixel
 AUROC and PRO are "not available", never 0).
 
@@ -46,9 +46,6 @@ ROW_COLUMNS = [
 FPR_LIMIT = 0.3  # PRO integrated up to 30 % FPR (MVTec AD protocol)
 CURVE_POINTS = 1000
 FEATURE_BATCH = 32
-# stats.BootstrapPixelMetrics keeps up to 128 N x N matrices and ~10 arrays of P pixels: beyond
-# this many test images, replicates use metrics.PixelScores (one pass over the pixels each).
-FAST_BOOTSTRAP_MAX_IMAGES = 500
 
 
 @dataclass(frozen=True)
@@ -126,30 +123,6 @@ def bootstrap_weights(category: str, labels: np.ndarray, replicates: int) -> np.
 
 
 # ----------------------------------------------------------------------------- helpers
-class _PixelScoresAdapter:
-    """metrics.PixelScores behind BootstrapPixelMetrics' methods (the fallback for huge test sets)."""
-
-    def __init__(self, masks: np.ndarray, maps: np.ndarray):
-        from padim_lib.metrics import PixelScores
-
-        self.masks, self.maps, self.pixels = masks, maps, PixelScores(masks, maps)
-
-    def pixel_auroc(self, w=None) -> float:
-        return self.pixels.pixel_auroc(w)
-
-    def pro_auc(self, w=None) -> float:
-        return self.pixels.pro_auc(w, fpr_limit=FPR_LIMIT)
-
-    def pro_curve(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.pixels.pro_curve()
-
-    def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.metrics import roc_curve
-
-        fpr, tpr, _ = roc_curve(self.masks.ravel(), self.maps.ravel())
-        return fpr, tpr
-
-
 def _thin_curve(x: np.ndarray, y: np.ndarray, n: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most n points of a monotone curve, evenly spaced along its length (ends kept)."""
     if len(x) <= n:
@@ -252,8 +225,7 @@ def run_task(
     feature jobs); otherwise they are made here (and cached in `cache_dir`).
     """
     from padim_lib.datasets import category_kinds
-    from padim_lib.metrics import image_auroc
-    from padim_lib.stats import BootstrapImageAUROC, BootstrapPixelMetrics
+    from padim_lib.metrics import ImageScores, PixelScores, image_auroc
 
     if not isinstance(bootstrap, int) or bootstrap < 0:
         raise PadimError(f"bootstrap={bootstrap!r}; expected a number of replicates >= 0")
@@ -264,15 +236,8 @@ def run_task(
 
     labels, masks = test["labels"], test["masks"]
     t0 = time.perf_counter()
-    # Pixel metrics: BootstrapPixelMetrics (one sort, then O(N^2) per weighting; equal to
-    # metrics.PixelScores up to float rounding) unless the test set is too large for its N x N
-    # matrices; then PixelScores, one pass over all pixels per replicate.
-    pixels: Any = None
-    if masks is not None:
-        if len(labels) <= FAST_BOOTSTRAP_MAX_IMAGES:
-            pixels = BootstrapPixelMetrics(masks, maps, fpr_limit=FPR_LIMIT)
-        else:
-            pixels = _PixelScoresAdapter(masks, maps)
+    # Pixel metrics: one sort of all pixels serves the full set and every replicate.
+    pixels = None if masks is None else PixelScores(masks, maps, fpr_limit=FPR_LIMIT)
     metrics: dict[str, list[tuple[int, float]]] = {"image_auroc": [(-1, image_auroc(labels, scores))]}
     if pixels is not None:
         metrics["pixel_auroc"] = [(-1, pixels.pixel_auroc())]
@@ -282,7 +247,7 @@ def run_task(
     t0 = time.perf_counter()
     weights = bootstrap_weights(task.category, labels, bootstrap)
     if bootstrap:
-        img_boot = BootstrapImageAUROC(labels, scores)
+        img_boot = ImageScores(labels, scores)
         metrics["image_auroc"] += [(b, img_boot.auroc(w)) for b, w in enumerate(weights)]
         if pixels is not None:
             metrics["pixel_auroc"] += [(b, pixels.pixel_auroc(w)) for b, w in enumerate(weights)]

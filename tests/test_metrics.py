@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import ndimage
 from sklearn.metrics import auc, roc_auc_score
 
-from padim_lib import metrics
+from padim_lib import metrics, metrics_pixel
 from padim_lib.errors import PadimError
-from padim_lib.metrics import PixelScores, aggregate, image_auroc, pixel_auroc, pro_auc, pro_curve
+from padim_lib.metrics import ImageScores, PixelScores, image_auroc, pixel_auroc, pro_auc, pro_curve
 
 
 # ----------------------------------------------------------------------------- references
@@ -63,7 +62,7 @@ def random_case(seed: int, n: int = 6, size: int = 12, levels: int | None = None
 @pytest.mark.parametrize("chunk", [None, 13])
 def test_pro_matches_brute_force(seed, levels, dtype, chunk, monkeypatch):
     if chunk is not None:  # exercise the chunked pass, runs split across chunks, early stop
-        monkeypatch.setattr(metrics, "_CHUNK", chunk)
+        monkeypatch.setattr(metrics_pixel, "_CHUNK", chunk)
     masks, maps = random_case(seed, levels=levels, dtype=dtype)
     fpr_ref, pro_ref = brute_pro_curve(masks, maps)
     fpr, pro = pro_curve(masks, maps)
@@ -303,54 +302,76 @@ def test_image_auroc():
         image_auroc(labels, scores, sample_weight=labels)
 
 
-# ----------------------------------------------------------------------------- aggregate
-def test_aggregate_toy_table():
-    per_class = pd.DataFrame(
-        {
-            "category": ["carpet", "grid", "bottle", "cable", "screw", "misc"],
-            "image_auroc": [0.9, 0.7, 1.0, 0.8, 0.6, 0.5],
-            "pro": [0.8, 0.6, 0.9, np.nan, 0.7, 0.4],
-            "note": list("abcdef"),
-        }
-    )
-    kinds = {
-        "carpet": "texture",
-        "grid": "texture",
-        "bottle": "object",
-        "cable": "object",
-        "screw": "object",
-        "misc": "other",
-        "unused": "texture",
-    }
-    out = aggregate(per_class, kinds)
-    assert list(out.columns) == ["image_auroc", "pro"]  # numeric columns by default
-    assert list(out.index) == [
-        "carpet",
-        "grid",
-        "bottle",
-        "cable",
-        "screw",
-        "misc",
-        "textures",
-        "objects",
-        "other",
-        "all",
-    ]
-    assert out.loc["textures", "image_auroc"] == pytest.approx(0.8)
-    assert out.loc["objects", "image_auroc"] == pytest.approx(0.8)
-    assert out.loc["all", "image_auroc"] == pytest.approx(4.5 / 6)
-    assert out.loc["textures", "pro"] == pytest.approx(0.7)
-    assert np.isnan(out.loc["objects", "pro"]) and np.isnan(out.loc["all", "pro"])  # NaN propagates
+# ----------------------------------------------------------------------------- pair tables
+def _pixel_case(seed: int, quant: float | None, dtype=np.float32, n: int = 12, h: int = 20):
+    """Random test set: a third good images, defective ones with 1-3 rectangles; quant > 0 makes ties."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, h, h), np.uint8)
+    for i in range(n // 3, n):
+        for _ in range(rng.integers(1, 4)):
+            y, x = rng.integers(0, h - 4, 2)
+            masks[i, y : y + rng.integers(1, 5), x : x + rng.integers(1, 5)] = 1
+    maps = rng.normal(size=(n, h, h)) + masks * rng.uniform(0, 2)
+    if quant:
+        maps = np.round(maps * quant) / quant
+    return masks, maps.astype(dtype)
 
-    # Index instead of a column; a kind without classes gets no row.
-    textures_only = per_class.set_index("category").loc[["carpet", "grid"]]
-    out = aggregate(textures_only, kinds, value_cols=["pro"])
-    assert list(out.index) == ["carpet", "grid", "textures", "all"]
-    assert out.loc["all", "pro"] == pytest.approx(0.7)
 
-    with pytest.raises(PadimError, match="kinds: no kind given for categories \\['misc'\\]"):
-        aggregate(per_class, {k: v for k, v in kinds.items() if k != "misc"})
-    with pytest.raises(PadimError, match="value_cols"):
-        aggregate(per_class, kinds, value_cols=["missing"])
-    with pytest.raises(PadimError, match="duplicated"):
-        aggregate(pd.concat([per_class, per_class]), kinds)
+@pytest.mark.parametrize("quant", [None, 2.0, 8.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pair_tables_equal_the_cumulative_pass(quant, dtype):
+    """Weightings through the pair tables (any number of checkpoints) = the cumulative pass."""
+    rng = np.random.default_rng(11)
+    for seed in range(4):
+        masks, maps = _pixel_case(seed, quant, dtype)
+        ref = PixelScores(masks, maps, memory_budget=0)  # no pair tables: the cumulative pass only
+        for checkpoints, limit in ((1, 0.3), (7, 0.3), (128, 0.05), (7, 1.0)):
+            fast = PixelScores(masks, maps, checkpoints=checkpoints)
+            for _ in range(6):
+                w = np.bincount(rng.integers(0, len(maps), len(maps)), minlength=len(maps))
+                if w @ masks.reshape(len(maps), -1).sum(1) == 0:
+                    continue  # no defect pixel drawn: undefined for both
+                assert fast.pixel_auroc(w) == pytest.approx(ref.pixel_auroc(w), abs=1e-12)
+                assert fast.pro_auc(w, fpr_limit=limit) == pytest.approx(ref.pro_auc(w, fpr_limit=limit), abs=1e-12)
+            assert fast._pairs is not None and ref._pairs is None  # both paths were taken
+
+
+def test_curves_and_pixel_errors_of_the_engine():
+    from sklearn.metrics import roc_curve
+
+    masks, maps = _pixel_case(3, 4.0)
+    scores = PixelScores(masks, maps)
+    fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=False)
+    got = scores.roc_curve()
+    np.testing.assert_allclose(got[0], fpr, atol=1e-12)
+    np.testing.assert_allclose(got[1], tpr, atol=1e-12)
+    with pytest.raises(PadimError, match="image_weights"):
+        scores.pixel_auroc(np.ones(3))
+    with pytest.raises(PadimError, match="defect"):
+        PixelScores(np.zeros_like(masks), maps)
+
+
+def test_regions_are_8_connected_within_an_image_only():
+    np.testing.assert_array_equal(metrics.CONNECTIVITY, np.ones((3, 3), bool))
+    masks = np.zeros((2, 6, 6), np.uint8)
+    masks[0, 1, 1] = masks[0, 2, 2] = 1  # diagonal neighbours: one region
+    masks[1, 1, 1] = 1  # same place in the next image: another region
+    scores = PixelScores(masks, np.random.default_rng(0).random(masks.shape))
+    assert scores.num_regions == 2 and list(scores.region_sizes) == [2, 1]
+
+
+def test_image_scores_equal_sklearn_weights():
+    rng = np.random.default_rng(12)
+    labels = np.r_[np.zeros(7, int), np.ones(9, int)]
+    scores = np.round(rng.normal(size=16) + labels, 1)  # ties included
+    fast = ImageScores(labels, scores)
+    assert fast.auroc() == pytest.approx(image_auroc(labels, scores))
+    for _ in range(20):
+        w = np.r_[np.bincount(rng.integers(0, 7, 7), minlength=7), np.bincount(rng.integers(0, 9, 9), minlength=9)]
+        assert fast.auroc(w) == pytest.approx(image_auroc(labels, scores, sample_weight=w), abs=1e-12)
+    with pytest.raises(PadimError, match="image_weights: .*no defective"):
+        fast.auroc(np.r_[np.ones(7, int), np.zeros(9, int)])
+    with pytest.raises(PadimError, match="image_weights: expected integer"):
+        fast.auroc(np.full(16, 0.5))
+    with pytest.raises(PadimError, match="labels: .*no defective"):
+        ImageScores(np.zeros(4), np.arange(4.0))
