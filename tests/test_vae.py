@@ -253,6 +253,7 @@ def test_registry_and_from_config():
     est = build_detector(_config(), device="cpu")
     assert isinstance(est, VAE) and est.epochs == 1 and est.image_size == 64 and est.images_per_epoch == 10_000
     assert not VAE.uses_features
+    assert est.training_preprocess() == {"resize": 292, "crop": None}  # whole images for the augmentation
     with pytest.raises(PadimError, match="backbone='efficientnet_lite0'.*expected 'resnet18'"):
         build_detector(_config(backbone="efficientnet_lite0"))
     with pytest.raises(PadimError, match="unknown parameter"):
@@ -274,3 +275,13 @@ def test_registry_and_from_config():
 def test_bad_parameters(images, kw, match):
     with pytest.raises(PadimError, match=match):
         tiny(**kw).fit(images)
+
+
+def test_bad_training_images(images):
+    mixed = [{"image": torch.randn(3, 72, 72)}, {"image": torch.randn(3, 80, 80)}]
+    with pytest.raises(PadimError, match="one size"):
+        tiny().fit(mixed)
+    with pytest.raises(PadimError, match="NaN or inf"):
+        tiny().fit(torch.full((2, 3, 72, 72), float("nan")))
+    with pytest.raises(PadimError, match="expected images of shape"):
+        tiny().fit(torch.randn(2, 72, 72))

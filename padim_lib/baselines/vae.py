@@ -10,19 +10,19 @@ Choices the paper leaves open, made here:
 
 * Input and target: the detector takes ImageNet-normalised images, like PaDiM, and the decoder
   reconstructs the normalised image (so the error weighs the channels by 1/std, as the encoder sees them).
-* Training images: the images passed to `fit` (whatever their preprocessing and size) go through
-  the paper's augmentation, drawn afresh every epoch: an epoch is `images_per_epoch` augmented
-  draws (the paper's 10,000), the training images taken in shuffled passes so each is used
-  equally often. Resolution matters little: the first step after the rotation resizes to 292.
+* Training images: the images passed to `fit` go through the paper's augmentation, drawn afresh
+  every epoch: an epoch is `images_per_epoch` augmented draws (the paper's 10,000), the training
+  images taken in shuffled passes so each is used equally often. Pass whole images, not centre
+  crops (`training_preprocess()`: square resize to `aug_resize`, no crop): the augmentation's
+  256-of-292 centre view then covers the central 87.7% of the image, as the test protocol's
+  224-of-256 crop does (87.5%), so train and test images show the same field at the same scale.
 * Loss: per image, the sum of squared errors over pixels and channels + beta * KL (summed over
   the latent), averaged over the batch (`vae_net.vae_loss`). Learning rate constant.
-* Test time: an image of any size is resized (square, bilinear, antialiased: the augmentation's
-  resize) to `image_size`, reconstructed from the latent mean (no sampling), and the error map
-  per pixel is sqrt(sum over channels of the squared error) at `image_size`; it is then resized
-  to the test image's size and smoothed with `sigma` by `padim_lib.postprocess.anomaly_maps` (the
-  same bicubic resize + Gaussian filter as PaDiM's maps). Training crops show the central
-  256/292 of an image, a test image is seen whole, so test objects appear ~12% smaller than in
-  training; the paper does not say how it resolved this, and this keeps every test pixel mapped.
+* Test time: an image of any size (the protocol's 224 crop) is resized (square, bilinear,
+  antialiased: the augmentation's resize) to `image_size`, reconstructed from the latent mean (no
+  sampling), and the error map per pixel is sqrt(sum over channels of the squared error) at
+  `image_size`; it is then resized to the test image's size and smoothed with `sigma` by
+  `padim_lib.postprocess.anomaly_maps` (the same bicubic resize + Gaussian filter as PaDiM's maps).
 * Image score: the maximum of the map (the paper gives no image score for the VAE).
 * Encoder weights: ImageNet (torchvision, `pretrained=True`; an error, never a silent random
   network, when they cannot be had), a local file (`weights=PATH`), or random (`pretrained=False`);
@@ -31,7 +31,8 @@ Choices the paper leaves open, made here:
 Training is resumable (`checkpoint_dir`, see `vae_checkpoint`): one torch.Generator (CPU) draws
 the data order, the augmentation parameters and the latent noise, and the model is initialised
 under `seed`, so an interrupted run resumed from its last checkpoint ends with the same weights as
-an uninterrupted one (bit-identical on CPU; GPU kernels need not be deterministic).
+an uninterrupted one (bit-identical on CPU with the same thread count; GPU kernels need not be
+deterministic).
 """
 
 from __future__ import annotations
@@ -144,6 +145,11 @@ class VAE(BaseEstimator, Detector):
             weights=config.weights, max_train=config.max_train, device=device, progress=progress,
         )
 
+    def training_preprocess(self) -> dict[str, int | None]:
+        """Preprocess arguments for the training images fit expects: whole images, square-resized
+        to `aug_resize` (the augmentation's first size; larger or original images work too)."""
+        return {"resize": int(self.aug_resize), "crop": None}
+
     # ----------------------------------------------------------------- parameters
     def _check_params(self) -> None:
         """Validate the parameters (errors name them); set device_ and augment_."""
@@ -197,9 +203,14 @@ class VAE(BaseEstimator, Detector):
         """Train on images: a Dataset of dicts (key "image"), a DataLoader, or a Tensor (N, 3, H, W),
         ImageNet-normalised. Resumes from `checkpoint_dir` when it holds this configuration's checkpoint."""
         self._check_params()
-        batches = list(_ImageBatches(X, 64, self.max_train))
+        try:
+            batches = list(_ImageBatches(X, 64, self.max_train))
+        except RuntimeError as exc:  # torch.stack of images of different sizes
+            raise PadimError(f"cannot batch the training images ({exc}); preprocess them to one size") from exc
         if not batches:
             raise PadimError("fit needs at least 1 training image, got none")
+        if len({tuple(b.shape[1:]) for b in batches}) > 1:
+            raise PadimError("training images of different sizes; preprocess them to one size (training_preprocess())")
         images = torch.cat(batches).to("cpu", torch.float32).contiguous()
         if not bool(torch.isfinite(images).all()):
             raise PadimError("training images contain NaN or inf values")
