@@ -129,6 +129,12 @@ def test_fit_predict_shapes_history_and_determinism(images):
     assert inputs.shape == recon.shape == (2, 3, 64, 64)
 
 
+def test_mixed_precision_runs(images):
+    est = tiny(amp=True).fit(images)
+    maps, scores = est.predict(images[:2])
+    assert maps.dtype == np.float32 and np.isfinite(maps).all() and np.isfinite(est.loss_history_["step_loss"]).all()
+
+
 def test_max_train_and_weights_file(images, tmp_path):
     torch.manual_seed(3)
     path = tmp_path / "r18.pt"

@@ -214,7 +214,7 @@ class VAE(BaseEstimator, Detector):
         images = torch.cat(batches).to("cpu", torch.float32).contiguous()
         if not bool(torch.isfinite(images).all()):
             raise PadimError("training images contain NaN or inf values")
-        digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(images.numpy().data).hexdigest()[:16]  # no copy: contiguous
         config = self._training_config(digest)
         net, source = self._new_net(load_weights=True)
         optimizer = torch.optim.Adam(net.parameters(), lr=float(self.lr))
