@@ -83,6 +83,10 @@ class VAE(BaseEstimator, Detector):
     (see the module docstring). max_train: use the first N training images. seed: model
     initialisation and the training generator. checkpoint_dir: None, or a folder for the
     per-epoch checkpoint (resume). meta: JSON-able dict saved with the model.
+
+    Fitted: net_ (VAENet, eval mode), encoder_weights_ ("random", "imagenet (...)", "file PATH"),
+    loss_history_ (dict of lists: step_loss per optimiser step; epoch_loss, epoch_recon, epoch_kl
+    per epoch, means over the epoch's images), n_train_, train_image_size_ (H, W).
     """
 
     method = "vae"
