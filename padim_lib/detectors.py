@@ -233,6 +233,24 @@ def _register_builtin() -> None:
         uses_seed=_random_reduction,
         description="PaDiM: one Gaussian per patch position, Mahalanobis distance (Defard et al. 2020)",
     ))
+    register(MethodSpec(
+        name="vae",
+        target="padim_lib.baselines.vae:VAE",
+        params={
+            "epochs": Param(100, (int,), "training epochs (paper: 100)", at_least(1)),
+            "images_per_epoch": Param(10_000, (int,), "augmented images per epoch (paper: 10,000)", at_least(1)),
+            "lr": Param(1e-4, (float,), "Adam learning rate (paper: 1e-4)", at_least(0, strict=True)),
+            "batch_size": Param(32, (int,), "training and inference batch size (paper: 32)", at_least(1)),
+            "beta": Param(1.0, (float,), "weight of the KL term in the loss", at_least(0)),
+            "latent_channels": Param(64, (int,), "channels of the (image_size/32)^2 latent", at_least(1)),
+            "image_size": Param(256, (int,), "side the VAE works at (paper: 256; a multiple of 32)", at_least(64)),
+            "aug_resize": Param(292, (int,), "augmentation: square resize (paper: 292)", at_least(1)),
+            "aug_crop": Param(282, (int,), "augmentation: random crop (paper: 282)", at_least(1)),
+            "rotation": Param(2.0, (float,), "augmentation: max rotation in degrees (paper: 2)", at_least(0)),
+            "amp": Param(False, (bool,), "bfloat16 autocast for the network (mixed precision)"),
+        },
+        description="VAE: ResNet18 encoder, 8x8 latent, pixel-wise L2 reconstruction error (the paper's baseline)",
+    ))
 
 
 _register_builtin()

@@ -1,0 +1,1 @@
+"""Baseline detectors the paper compares PaDiM with (SPADE, the VAE)."""
