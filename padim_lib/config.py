@@ -236,6 +236,8 @@ class ExperimentConfig:
 
         where = "ExperimentConfig."
         spec = get_method(self.method)
+        if spec.backbones and self.backbone not in spec.backbones:
+            raise PadimError(f"{where}backbone={self.backbone!r}: method {self.method!r} works with {list(spec.backbones)}")
         pre = self.preprocess if self.preprocess is not None else Preprocess()
         if isinstance(pre, Mapping):
             pre = Preprocess(**pre)

@@ -97,6 +97,7 @@ class MethodSpec:
     reads: frozenset[str] = frozenset()
     description: str = ""
     uses_seed: Callable[[Any], bool] = lambda config: False  # noqa: E731  (does the seed change numbers?)
+    backbones: tuple[str, ...] = ()  # the backbones the method accepts; () = any
 
     def __post_init__(self) -> None:
         unknown = set(self.reads) - set(OPTIONAL_FIELDS)
@@ -205,6 +206,10 @@ class Detector:
     def from_config(cls, config: Any, *, device: str = "auto", progress: bool = False) -> Detector:
         raise NotImplementedError
 
+    def training_preprocess(self, preprocess: Any) -> Any:
+        """The preprocessing of the training images, given the test images' (default: the same)."""
+        return preprocess
+
     def feature_layers(self) -> tuple[str, ...]:
         """Backbone layers the feature cache must hold for `fit_features` / `predict_features`."""
         raise NotImplementedError(f"{type(self).__name__} does not work on cached features")
@@ -223,6 +228,10 @@ def build_detector(config: Any, *, device: str = "auto", progress: bool = False)
 
 def _random_reduction(config: Any) -> bool:
     return config.reduce is not None and config.reduce.startswith("random")
+
+
+def _always(config: Any) -> bool:
+    return True
 
 
 def _register_builtin() -> None:
@@ -249,6 +258,8 @@ def _register_builtin() -> None:
             "rotation": Param(2.0, (float,), "augmentation: max rotation in degrees (paper: 2)", at_least(0)),
             "amp": Param(False, (bool,), "bfloat16 autocast for the network (mixed precision)"),
         },
+        uses_seed=_always,  # weights initialisation, data order and augmentation
+        backbones=("resnet18",),
         description="VAE: ResNet18 encoder, 8x8 latent, pixel-wise L2 reconstruction error (the paper's baseline)",
     ))
 

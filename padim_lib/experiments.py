@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,7 +185,9 @@ def _fit_predict(task: Task, detector, feature_paths, cache_dir, device: str, pr
         timings["predict_s"] = time.perf_counter() - t0
         return maps, scores, test, len(train["labels"])
     pre = task.config.preprocess
-    train = open_dataset(task.data_root, task.category, "train", pre)
+    train = open_dataset(task.data_root, task.category, "train", detector.training_preprocess(pre))
+    if "checkpoint_dir" in detector.get_params():  # resumable training: one folder per task
+        detector.set_params(checkpoint_dir=str(Path(cache_dir) / "checkpoints" / task.key()))
     test_data = open_dataset(task.data_root, task.category, "test", pre)
     t0 = time.perf_counter()
     detector.fit(train)

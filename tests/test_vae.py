@@ -24,6 +24,7 @@ from padim_lib.baselines.augment import PaperAugment
 from padim_lib.baselines.vae import VAE
 from padim_lib.baselines.vae_checkpoint import CHECKPOINT_NAME
 from padim_lib.baselines.vae_net import VAENet, error_map, vae_loss
+from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.detectors import build_detector, get_method
 from padim_lib.errors import PadimError
 from padim_lib.features import load_backbone
@@ -259,8 +260,8 @@ def test_registry_and_from_config():
     est = build_detector(_config(), device="cpu")
     assert isinstance(est, VAE) and est.epochs == 1 and est.image_size == 64 and est.images_per_epoch == 10_000
     assert not VAE.uses_features
-    assert est.training_preprocess() == {"resize": 292, "crop": None}  # whole images for the augmentation
-    with pytest.raises(PadimError, match="backbone='efficientnet_lite0'.*expected 'resnet18'"):
+    assert est.training_preprocess(Preprocess()) == Preprocess(resize=292, crop=None)  # whole images for the augmentation
+    with pytest.raises(PadimError, match="backbone='efficientnet_lite0'.*resnet18"):
         build_detector(_config(backbone="efficientnet_lite0"))
     with pytest.raises(PadimError, match="unknown parameter"):
         build_detector(_config(params={"k": 3}))

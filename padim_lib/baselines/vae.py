@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from padim_lib.atomic import atomic_torch_save
 from padim_lib.baselines.augment import PaperAugment
 from padim_lib.baselines.vae_checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
 from padim_lib.baselines.vae_net import VAENet, error_map, vae_loss
+from padim_lib.config import check_max_train, check_seed, check_sigma
 from padim_lib.detectors import Detector, get_method
 from padim_lib.errors import PadimError
 from padim_lib.padim import _ImageBatches, _progress, resolve_device
@@ -149,10 +149,13 @@ class VAE(BaseEstimator, Detector):
             weights=config.weights, max_train=config.max_train, device=device, progress=progress,
         )
 
-    def training_preprocess(self) -> dict[str, int | None]:
-        """Preprocess arguments for the training images fit expects: whole images, square-resized
-        to `aug_resize` (the augmentation's first size; larger or original images work too)."""
-        return {"resize": int(self.aug_resize), "crop": None}
+    def training_preprocess(self, preprocess: Any) -> Any:
+        """The Preprocess of the training images fit expects, given the test images' one: whole
+        images, square-resized to `aug_resize` (the augmentation's first size). The augmentation's
+        256-of-292 view then covers the field of the test's 224-of-256 crop at the same scale."""
+        from padim_lib.datasets.preprocess import Preprocess
+
+        return Preprocess(resize=int(self.aug_resize), crop=None, normalize=preprocess.normalize)
 
     # ----------------------------------------------------------------- parameters
     def _check_params(self) -> None:
@@ -162,12 +165,9 @@ class VAE(BaseEstimator, Detector):
             spec.params[name].validate(name, getattr(self, name), "")
         if self.image_size % STRIDE or self.image_size < 2 * STRIDE:
             raise PadimError(f"image_size={self.image_size!r}; expected a multiple of {STRIDE}, >= {2 * STRIDE}")
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma >= 0):
-            raise PadimError(f"sigma={self.sigma!r}; expected a finite number >= 0 (0 = no smoothing)")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise PadimError(f"seed={self.seed!r}; expected an integer >= 0")
-        if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 1):
-            raise PadimError(f"max_train={self.max_train!r}; expected None or an integer >= 1")
+        check_sigma(self.sigma)  # the same rules as the configuration's
+        check_seed(self.seed)
+        check_max_train(self.max_train)
         if self.weights is not None and not self.pretrained:
             raise PadimError("weights given with pretrained=False; pass one or the other")
         if not isinstance(self.meta, dict):
