@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from torch import nn
-from tqdm.auto import tqdm
 
 import padim_lib
 from padim_lib.atomic import atomic_torch_save
@@ -70,9 +69,17 @@ from padim_lib.gaussian import (
     StreamingGaussian,
     choose_dtype,
     inverse_cholesky,
-    mahalanobis_block,
 )
+from padim_lib.padim_model import PaDiMModel
 from padim_lib.postprocess import anomaly_maps, image_scores
+from padim_lib.streams import (  # noqa: F401  (resolve_device is part of this module's API)
+    FeatureBatch,
+    FeatureStream,
+    ImageBatches,
+    layer_maps,
+    progress_bar,
+    resolve_device,
+)
 
 LAYER_MODES = ("concat", "sum")
 REDUCTIONS = ("random", "pca")
@@ -80,213 +87,6 @@ ACCUMULATE_DTYPES = ("auto", "float64", "float32")
 FORMAT = "padim_lib.model"
 FORMAT_VERSION = 1
 
-FeatureBatch = Mapping[str, torch.Tensor]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device of `device`: "auto" is CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise PadimError(f"device={device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
-
-
-class PaDiMModel(nn.Module):
-    """Fitted state of one Gaussian-per-position model: buffers mean (P, D), factor L^-1 (P, D, D),
-    and the reduction (channel_index (D,) or pca_mean (C,) + pca_components (D, C)) if any.
-
-    forward(embedding (B, C, h, w)) -> Mahalanobis distances (B, h, w).
-    """
-
-    def __init__(
-        self,
-        mean: torch.Tensor,
-        factor: torch.Tensor,
-        grid: tuple[int, int],
-        *,
-        channel_index: torch.Tensor | None = None,
-        pca_mean: torch.Tensor | None = None,
-        pca_components: torch.Tensor | None = None,
-    ):
-        super().__init__()
-        p, d = mean.shape
-        if factor.shape != (p, d, d) or grid[0] * grid[1] != p:
-            raise PadimError(
-                f"inconsistent PaDiM state: mean {tuple(mean.shape)}, factor {tuple(factor.shape)}, grid {tuple(grid)}"
-            )
-        if channel_index is not None and (
-            channel_index.shape != (d,) or bool((channel_index.diff() <= 0).any())
-        ):
-            raise PadimError(
-                f"inconsistent PaDiM state: channel_index {tuple(channel_index.shape)} for D = {d} "
-                "(expected increasing indices)"
-            )
-        if pca_components is not None and (pca_components.shape[0] != d or pca_mean is None):
-            raise PadimError(
-                f"inconsistent PaDiM state: pca_components {tuple(pca_components.shape)} for D = {d}"
-            )
-        self.grid = (int(grid[0]), int(grid[1]))
-        self.register_buffer("mean", mean)
-        self.register_buffer("factor", factor)
-        self.register_buffer("channel_index", channel_index)
-        self.register_buffer("pca_mean", pca_mean)
-        self.register_buffer("pca_components", pca_components)
-
-    @property
-    def dim(self) -> int:
-        return self.mean.shape[1]
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Distances (B, h, w) of a full embedding (B, C, h, w) (all channels of the layers)."""
-        return self.score_layers([embedding])
-
-    def score_layers(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Distances (B, h, w) from the layer maps (B, C_l, h_l, w_l), finest first; equals
-        forward(aligned concatenation), built block by block for the channels this model keeps."""
-        b, _, h, w = maps[0].shape
-        if (h, w) != self.grid:
-            raise PadimError(
-                f"feature grid {h}x{w} differs from the {self.grid[0]}x{self.grid[1]} grid the model was "
-                "fitted on; predict on images of the size used for fitting"
-            )
-        out = torch.empty(h * w, b, dtype=self.mean.dtype, device=self.mean.device)
-        blocks = position_blocks(
-            maps,
-            self.channel_index,
-            self.pca_mean,
-            self.pca_components,
-            dtype=self.mean.dtype,
-            device=self.mean.device,
-        )
-        for sl, x in blocks:
-            out[sl] = mahalanobis_block(x, self.mean[sl], self.factor[sl])
-        return out.T.reshape(b, h, w)
-
-
-def _images_of(item: Any) -> torch.Tensor:
-    """The image tensor of a data item or batch: a dict's "image", a tensor, or a tuple's first element."""
-    if isinstance(item, Mapping):
-        if "image" not in item:
-            raise PadimError(f"data items are dicts without an 'image' key (keys: {sorted(item)})")
-        return item["image"]
-    if isinstance(item, torch.Tensor):
-        return item
-    if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
-        return item[0]
-    raise PadimError(f"cannot find images in a data item of type {type(item).__name__}")
-
-
-def _collate_images(items: list) -> torch.Tensor:
-    # Only the images are needed for fit/predict: skip collating masks, paths and labels.
-    return torch.stack([_images_of(it) for it in items])
-
-
-class _ImageBatches:
-    """Re-iterable batches of images (B, 3, H, W) from a Tensor (N, 3, H, W), a Dataset of dicts or
-    tensors, or a DataLoader; at most `limit` images (the first ones)."""
-
-    def __init__(self, data: Any, batch_size: int, limit: int | None = None):
-        self.data, self.batch_size, self.limit = data, batch_size, limit
-        if isinstance(data, torch.Tensor):
-            if data.ndim != 4 or data.shape[1] != 3:
-                raise PadimError(f"data: expected images of shape (N, 3, H, W), got {tuple(data.shape)}")
-            self.kind = "tensor"
-        elif isinstance(data, torch.utils.data.DataLoader):
-            self.kind = "loader"
-        elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-            self.kind = "dataset"
-        else:
-            raise PadimError(
-                f"data: expected a Tensor (N, 3, H, W), a Dataset or a DataLoader, got {type(data).__name__}"
-            )
-
-    def num_images(self) -> int | None:
-        try:
-            n = len(self.data.dataset) if self.kind == "loader" else len(self.data)
-        except TypeError:
-            return None
-        return n if self.limit is None else min(n, self.limit)
-
-    def __len__(self) -> int:
-        """Number of batches (for progress bars)."""
-        if self.kind == "loader":
-            return len(self.data)
-        return -(-self.num_images() // self.batch_size)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.kind == "tensor":
-            data = self.data if self.limit is None else self.data[: self.limit]
-            yield from data.split(self.batch_size)
-            return
-        if self.kind == "loader":
-            batches = (_images_of(b) for b in self.data)
-        else:
-            n = self.num_images()
-            subset = self.data if n == len(self.data) else torch.utils.data.Subset(self.data, range(n))
-            batches = iter(
-                torch.utils.data.DataLoader(
-                    subset, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_images
-                )
-            )
-        seen = 0
-        for images in batches:
-            if self.limit is not None:
-                images = images[: self.limit - seen]
-                if len(images) == 0:
-                    return
-            seen += len(images)
-            yield images
-
-
-class _FeatureStream:
-    """Re-iterable per-layer features of image batches: yields dict layer -> (B, C_l, h_l, w_l).
-    Records the image size and rejects batches of another size."""
-
-    def __init__(self, extractor: nn.Module, images: _ImageBatches, device: torch.device, expected=None):
-        self.extractor, self.images, self.device = extractor, images, device
-        self.image_size: tuple[int, int] | None = expected
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for images in self.images:
-            size = tuple(images.shape[-2:])
-            if self.image_size is None:
-                self.image_size = size
-            elif size != self.image_size:
-                raise PadimError(
-                    f"images are {size[0]}x{size[1]} but the model expects {self.image_size[0]}x{self.image_size[1]} "
-                    "(the size used for fitting); use the same preprocessing for fit and predict"
-                )
-            yield self.extractor(images.to(self.device))  # FeatureExtractor runs under no_grad
-
-
-def _progress(iterable: Iterable, desc: str, enabled: bool):
-    try:
-        total = len(iterable)
-    except TypeError:  # generators, iterable-style DataLoaders
-        total = None
-    # A single batch needs no bar (e.g. evaluate() calling predict batch by batch).
-    return tqdm(iterable, desc=desc, total=total, disable=not enabled or total == 1, leave=False)
-
-
-def _layer_maps(feats: FeatureBatch, layers: Sequence[str]) -> list[torch.Tensor]:
-    """The maps (B, C_l, h_l, w_l) of `layers` in one feature batch, checked (present, 4-D, finite)."""
-    maps = []
-    for name in layers:
-        if name not in feats:
-            raise PadimError(f"feature batch lacks layer {name!r} (has {sorted(feats)})")
-        t = feats[name]
-        if t.ndim != 4:
-            raise PadimError(f"features of layer {name!r} must be (B, C, h, w), got {tuple(t.shape)}")
-        # One reduction first: a sum is finite unless a value is NaN/inf (or the sum overflows).
-        if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
-            raise PadimError(f"features of layer {name!r} contain NaN or inf values")
-        maps.append(t)
-    return maps
 
 
 class PaDiM(BaseEstimator, Detector):
@@ -420,11 +220,11 @@ class PaDiM(BaseEstimator, Detector):
         `y` is ignored (defect-free training images only), as in sklearn's unsupervised estimators."""
         data = X
         self._check_params()
-        images = _ImageBatches(data, self.batch_size, self.max_train)
+        images = ImageBatches(data, self.batch_size, self.max_train)
         n = images.num_images()
         if n is not None and n < 2:
             raise PadimError(f"fit needs at least 2 training images, got {n}")
-        stream = _FeatureStream(self._extractor(), images, self.device_)
+        stream = FeatureStream(self._extractor(), images, self.device_)
         self._fit_stream(stream)
         self.image_size_ = stream.image_size
         return self
@@ -454,9 +254,9 @@ class PaDiM(BaseEstimator, Detector):
         indices: list[torch.Tensor | None] = [None] * len(self.groups_)
         count = 0
         with torch.no_grad():
-            for feats in _progress(batches, "PaDiM fit", self.progress):
+            for feats in progress_bar(batches, "PaDiM fit", self.progress):
                 for g, group in enumerate(self.groups_):
-                    maps = _layer_maps(feats, group)  # position_blocks moves only the kept channels
+                    maps = layer_maps(feats, group)  # position_blocks moves only the kept channels
                     b, _, h, w = maps[0].shape
                     c = sum(t.shape[1] for t in maps)
                     if gaussians[g] is None:
@@ -509,9 +309,9 @@ class PaDiM(BaseEstimator, Detector):
         position, float64, streamed) -> per group pca_mean (C,) and pca_components (d, C)."""
         stats: list[StreamingGaussian | None] = [None] * len(self.groups_)
         with torch.no_grad():
-            for feats in _progress(batches, "PaDiM PCA pass", self.progress):
+            for feats in progress_bar(batches, "PaDiM PCA pass", self.progress):
                 for g, group in enumerate(self.groups_):
-                    emb = embed(_layer_maps(feats, group)).to(self.device_)
+                    emb = embed(layer_maps(feats, group)).to(self.device_)
                     c = emb.shape[1]
                     if stats[g] is None:
                         if dim > c:
@@ -549,7 +349,7 @@ class PaDiM(BaseEstimator, Detector):
         `size` and smoothed, summed over the models ("sum" mode; one model in "concat" mode)."""
         total = None
         for group, model in zip(self.groups_, self.model_, strict=True):
-            dist = model.score_layers(_layer_maps(feats, group))  # (B, h, w)
+            dist = model.score_layers(layer_maps(feats, group))  # (B, h, w)
             m = anomaly_maps(dist, size, float(self.sigma))
             total = m if total is None else total.add_(m)
         return total
@@ -571,14 +371,14 @@ class PaDiM(BaseEstimator, Detector):
         """Maps (N, H, W) float32 and image scores (N,) float32 of test images X (same forms as fit)."""
         data = X
         self._check_fitted()
-        images = _ImageBatches(data, self.batch_size)
-        stream = _FeatureStream(self._extractor(), images, self.device_, expected=self.image_size_)
+        images = ImageBatches(data, self.batch_size)
+        stream = FeatureStream(self._extractor(), images, self.device_, expected=self.image_size_)
         return self._predict_stream(stream, None)
 
     def _predict_stream(self, batches: Iterable[FeatureBatch], size) -> tuple[np.ndarray, np.ndarray]:
         maps = []
         with torch.no_grad():
-            for feats in _progress(batches, "PaDiM predict", self.progress):
+            for feats in progress_bar(batches, "PaDiM predict", self.progress):
                 # With images, the stream knows the input size only once it has read a batch.
                 m = self._maps(feats, size or batches.image_size)
                 maps.append(m.to("cpu", torch.float32))

@@ -271,13 +271,13 @@ def test_bad_training_data():
 
 
 def test_finite_check_catches_inf_and_not_a_large_sum():
-    from padim_lib.padim import _layer_maps
+    from padim_lib.streams import layer_maps
 
     big = {"layer1": torch.full((2, 3, 4, 4), 3e38)}  # the sum overflows, every value is finite
-    assert _layer_maps(big, ["layer1"])[0] is big["layer1"]
+    assert layer_maps(big, ["layer1"])[0] is big["layer1"]
     big["layer1"][1, 2, 3, 0] = float("-inf")
     with pytest.raises(PadimError, match="layer 'layer1'.*inf"):
-        _layer_maps(big, ["layer1"])
+        layer_maps(big, ["layer1"])
 
 
 def test_predict_rejects_another_grid_or_size(tmp_path):

@@ -57,8 +57,8 @@ from padim_lib.baselines.vae_net import VAENet, error_map, vae_loss
 from padim_lib.config import check_max_train, check_seed, check_sigma
 from padim_lib.detectors import Detector, get_method
 from padim_lib.errors import PadimError
-from padim_lib.padim import _ImageBatches, _progress, resolve_device
 from padim_lib.postprocess import anomaly_maps, image_scores
+from padim_lib.streams import ImageBatches, progress_bar, resolve_device
 
 FORMAT = "padim_lib.vae"
 FORMAT_VERSION = 1
@@ -208,7 +208,7 @@ class VAE(BaseEstimator, Detector):
         ImageNet-normalised. Resumes from `checkpoint_dir` when it holds this configuration's checkpoint."""
         self._check_params()
         try:
-            batches = list(_ImageBatches(X, 64, self.max_train))
+            batches = list(ImageBatches(X, 64, self.max_train))
         except RuntimeError as exc:  # torch.stack of images of different sizes
             raise PadimError(f"cannot batch the training images ({exc}); preprocess them to one size") from exc
         if not batches:
@@ -240,7 +240,7 @@ class VAE(BaseEstimator, Detector):
             history, source = ckpt["history"], ckpt["encoder_weights"]
         images = images.to(self.device_)
         net.train()
-        for epoch in _progress(range(done, self.epochs), "VAE epochs", self.progress):
+        for epoch in progress_bar(range(done, self.epochs), "VAE epochs", self.progress):
             self._train_epoch(net, optimizer, images, generator, history, epoch)
             if path is not None:
                 write_checkpoint(
@@ -290,7 +290,7 @@ class VAE(BaseEstimator, Detector):
     def _batches(self, X: Any):
         """(input at image_size, reconstruction, original size) per batch of test images, no grad."""
         size = [self.image_size, self.image_size]
-        for images in _ImageBatches(X, self.batch_size):
+        for images in ImageBatches(X, self.batch_size):
             x = TF.resize(images.to(self.device_, torch.float32), size, InterpolationMode.BILINEAR, antialias=True)
             with torch.no_grad(), torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=bool(self.amp)):
                 recon, _, _ = self.net_(x)
@@ -300,7 +300,7 @@ class VAE(BaseEstimator, Detector):
         """Maps (N, H, W) float32 at the test images' size and image scores (N,) float32 (max of each map)."""
         self._check_fitted()
         maps = []
-        for x, recon, size in _progress(self._batches(X), "VAE predict", self.progress):
+        for x, recon, size in progress_bar(self._batches(X), "VAE predict", self.progress):
             m = anomaly_maps(error_map(x, recon), size, float(self.sigma))
             maps.append(m.to("cpu", torch.float32))
         if not maps:

@@ -4,7 +4,8 @@
 `from padim_lib.datasets import download` when needed.
 """
 
-from padim_lib.datasets.folder import AnomalyFolder, category_kinds, list_categories, open_dataset
+from padim_lib.datasets.catalog import category_kinds, open_dataset
+from padim_lib.datasets.folder import AnomalyFolder, list_categories
 from padim_lib.datasets.mvtec import CLASSES, OBJECTS, SPLIT_COUNTS, TEXTURES, MVTecAD, check_split_counts
 from padim_lib.datasets.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, denormalize
 from padim_lib.datasets.synthetic import make_synthetic

@@ -13,7 +13,6 @@ Sizes and readability of individual files are checked when an item is loaded, or
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -266,45 +265,3 @@ class AnomalyFolder(torch.utils.data.Dataset):
             f"{type(self).__name__}(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, "
             f"n={len(self)}, good={len(self) - n_bad}, defective={n_bad}, has_masks={self.has_masks})"
         )
-
-
-def category_kinds(root: str | os.PathLike) -> dict[str, str]:
-    """Each class under `root` -> "texture" | "object" | "other".
-
-    <root>/dataset.json {"textures": [...], "objects": [...]} decides when present (synthetic and
-    custom data sets); otherwise MVTec AD's grouping is used and unknown classes are "other".
-    """
-    from padim_lib.datasets.mvtec import OBJECTS, TEXTURES
-
-    root = Path(root)
-    categories = list_categories(root)
-    manifest = root / "dataset.json"
-    textures, objects = set(TEXTURES), set(OBJECTS)
-    if manifest.is_file():
-        try:
-            meta = json.loads(manifest.read_text())
-            textures = set(meta.get("textures", []))
-            objects = set(meta.get("objects", []))
-        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise PadimError(
-                f'cannot read {manifest}: expected JSON like {{"textures": [...], "objects": [...]}} ({exc})'
-            ) from exc
-    return {c: "texture" if c in textures else "object" if c in objects else "other" for c in categories}
-
-
-def open_dataset(
-    root: str | os.PathLike,
-    category: str,
-    split: str,
-    preprocess: Preprocess | None = None,
-    masks: str = "auto",
-) -> AnomalyFolder:
-    """MVTecAD for an MVTec AD class in an MVTec AD tree (no dataset.json, has ground_truth/),
-    else a generic AnomalyFolder."""
-    from padim_lib.datasets.mvtec import CLASSES, MVTecAD
-
-    root = Path(root)
-    looks_mvtec = not (root / "dataset.json").exists() and (root / category / "ground_truth").is_dir()
-    if category in CLASSES and looks_mvtec:
-        return MVTecAD(root, category, split, preprocess)
-    return AnomalyFolder(root, category, split, preprocess, masks=masks)
