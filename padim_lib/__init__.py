@@ -1,11 +1,32 @@
 """padim_lib: a reference reproduction of PaDiM (Defard et al., ICPR 2020).
 
-Layers, lowest first: datasets -> features -> padim (gaussian, postprocess) -> metrics/evaluate
--> experiments -> results -> sweep -> book/cli. A lower layer never imports a higher one.
+Layers, lowest first: datasets -> features -> detectors (padim, baselines) -> metrics/evaluate
+-> experiments -> results -> sweep -> tables/report -> runner/cli. A lower layer never imports a
+higher one. `PaDiM`, `open_dataset` and `evaluate` are importable from here; they are loaded on
+first use, so `import padim_lib` stays cheap (no torch).
 """
 
-__version__ = "0.2.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.3.0"
 
 from padim_lib.errors import PadimError  # noqa: E402
 
-__all__ = ["PadimError", "__version__"]
+_LAZY = {
+    "PaDiM": "padim_lib.padim",
+    "open_dataset": "padim_lib.datasets",
+    "evaluate": "padim_lib.evaluation",
+}
+
+__all__ = ["PaDiM", "PadimError", "__version__", "evaluate", "open_dataset"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'padim_lib' has no attribute {name!r}")

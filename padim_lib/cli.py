@@ -94,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from padim_lib.atomic import atomic_write
     from padim_lib.datasets import Preprocess, open_dataset
-    from padim_lib.evaluate import evaluate
+    from padim_lib.evaluation import evaluate
     from padim_lib.padim import PaDiM
 
     model = PaDiM.load(args.model, device=args.device)

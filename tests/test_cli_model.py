@@ -11,7 +11,7 @@ import pytest
 
 from padim_lib.cli import main
 from padim_lib.datasets import Preprocess, make_synthetic, open_dataset
-from padim_lib.evaluate import evaluate, metrics_from_maps
+from padim_lib.evaluation import evaluate, metrics_from_maps
 from padim_lib.padim import PaDiM
 
 CATEGORY = "washer"

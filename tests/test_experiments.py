@@ -76,7 +76,7 @@ def test_run_task_rows_and_artifacts(data, cache, tmp_path):
 
 def test_run_task_agrees_with_the_model_on_images(data, cache):
     """Cached fp16 features + fit_features give the metrics of PaDiM.fit / evaluate on images."""
-    from padim_lib.evaluate import evaluate
+    from padim_lib.evaluation import evaluate
     from padim_lib.padim import PaDiM
 
     cfg = ExperimentConfig(layers=("_blocks.2", "_blocks.4"), **SMALL)

@@ -140,7 +140,7 @@ def test_damaged_file_is_reported(tmp_path):
 
 def test_float16_storage_changes_metrics_negligibly(data, tmp_path):
     """PaDiM on fp16-stored features vs the same features in fp32: metrics differ by < 1e-3."""
-    from padim_lib.evaluate import metrics_from_maps
+    from padim_lib.evaluation import metrics_from_maps
     from padim_lib.padim import PaDiM
 
     train = load_features(ensure_features(spec(data), tmp_path, device="cpu", progress=False))
