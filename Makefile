@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[book,sweep,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

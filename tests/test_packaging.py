@@ -18,7 +18,8 @@ CONDA_TO_PIP = {"pytorch": "torch", "distributed": "dask[distributed]"}
 
 def _pyproject_requirements() -> dict[str, str]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    reqs = data["project"]["dependencies"] + data["project"]["optional-dependencies"]["dev"]
+    reqs = data["project"]["dependencies"] + [r for extra in data["project"]["optional-dependencies"].values()
+                                              for r in extra]
     out = {}
     for text in reqs:
         r = Requirement(text)
@@ -50,9 +51,20 @@ def test_environment_yml_matches_pyproject():
         assert conda[name] == spec, f"{name}: pyproject says {spec!r}, environment.yml says {conda[name]!r}"
 
 
-def test_environment_yml_pins_python_311_and_installs_project():
+def test_one_python_floor_everywhere():
+    """pyproject's requires-python, environment.yml, ruff's target and the README name one version."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    floor = re.fullmatch(r">=(3\.\d+)", data["project"]["requires-python"]).group(1)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    assert "python=3.11" in env["dependencies"]
+    assert f"python={floor}" in env["dependencies"]
+    assert data["tool"]["ruff"]["target-version"] == "py" + floor.replace(".", "")
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python {floor}+" in readme and not re.search(r"Python 3\.(?!{})\d+\+".format(floor[2:]), readme)
+    assert sys.version_info >= tuple(int(x) for x in floor.split("."))
+
+
+def test_environment_yml_installs_project():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip_section
 
