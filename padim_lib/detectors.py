@@ -67,23 +67,35 @@ def _type_words(types: tuple[type, ...], none_ok: bool) -> str:
     return " or ".join(words + (["None"] if none_ok else []))
 
 
-def at_least(low: float, *, strict: bool = False) -> Callable[[Any], str | None]:
+# Checks are small picklable objects (not closures): a task carries its method's spec to worker processes.
+@dataclass(frozen=True)
+class at_least:  # noqa: N801  (reads as a function: Param(..., check=at_least(1)))
     """A `Param.check`: value >= low (> low when strict)."""
 
-    def check(value: Any) -> str | None:
-        bad = value <= low if strict else value < low
-        return f"expected a value {'>' if strict else '>='} {low}" if bad else None
+    low: float
+    strict: bool = False
 
-    return check
+    def __call__(self, value: Any) -> str | None:
+        bad = value <= self.low if self.strict else value < self.low
+        return f"expected a value {'>' if self.strict else '>='} {self.low}" if bad else None
 
 
-def one_of(*choices: str) -> Callable[[Any], str | None]:
+@dataclass(frozen=True)
+class one_of:  # noqa: N801
     """A `Param.check`: value among `choices`."""
 
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"expected one of {list(choices)}"
+    choices: tuple[Any, ...]
 
-    return check
+    def __init__(self, *choices: Any) -> None:
+        object.__setattr__(self, "choices", tuple(choices))
+
+    def __call__(self, value: Any) -> str | None:
+        return None if value in self.choices else f"expected one of {list(self.choices)}"
+
+
+def never(config: Any) -> bool:
+    """`MethodSpec.uses_seed` of a deterministic method."""
+    return False
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ class MethodSpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     reads: frozenset[str] = frozenset()
     description: str = ""
-    uses_seed: Callable[[Any], bool] = lambda config: False  # noqa: E731  (does the seed change numbers?)
+    uses_seed: Callable[[Any], bool] = never  # does the seed change this configuration's numbers?
     backbones: tuple[str, ...] = ()  # the backbones the method accepts; () = any
 
     def __post_init__(self) -> None:

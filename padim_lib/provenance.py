@@ -54,7 +54,7 @@ def collect(
     info["Device"] = device_description(device)
     info["Python"] = f"{platform.python_version()} ({platform.platform(terse=True)})"
     info["Libraries"] = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-    info["Date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info["Date"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info["Git commit"] = git_commit(repo) or "not available (not a git checkout)"
     return info
 

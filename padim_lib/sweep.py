@@ -498,6 +498,7 @@ def run(
     torch_threads: int | None = None,
     task_fn: TaskFn | None = None,
     feature_fn: FeatureFn | None = None,
+    workers: int | str = 1,
 ) -> pd.DataFrame:
     """Compute every task whose rows are not stored yet, then return the rows of all `tasks`.
 
@@ -511,6 +512,9 @@ def run(
     `task_fn` / `feature_fn` default to experiments.run_task / featcache.ensure_features; they
     must be module-level functions so Dask can send them to workers.
 
+    `workers`: without Dask, 1 runs the jobs here, one after the other; N > 1 (or "auto", one per
+    core) on a local pool of single-threaded processes (padim_lib.sweep_pool), with identical rows.
+
     Raises SweepError (a PadimError) after all other tasks finished when any task failed.
     """
     if scheduler is not None and local_cluster is not None:
@@ -518,6 +522,12 @@ def run(
     if torch_threads is not None and (not isinstance(torch_threads, int) or isinstance(torch_threads, bool)
                                       or torch_threads < 1):
         raise PadimError(f"torch_threads must be a positive integer or None, got {torch_threads!r}")
+    if workers == "auto":
+        from padim_lib.sweep_pool import default_workers
+
+        workers = default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PadimError(f"workers={workers!r}; expected a positive integer or 'auto' (one per core)")
     if task_fn is None:
         from padim_lib.experiments import run_task as task_fn
     if feature_fn is None:
@@ -529,7 +539,7 @@ def run(
     tasks = list(tasks)
     keys = [t.key() for t in tasks]  # a key lists the class's files: compute each once
     plan = _plan(tasks, keys, store, bootstrap)
-    where = "in-process" if scheduler is None and local_cluster is None else (
+    where = (f"{workers} local processes" if workers > 1 else "in-process") if scheduler is None and local_cluster is None else (
         f"LocalCluster({local_cluster})" if local_cluster is not None else f"Dask {scheduler}")
     if progress:
         print(f"sweep: {len(tasks)} tasks, {plan.n_stored} already stored, {len(plan.todo)} to compute "
@@ -539,7 +549,11 @@ def run(
     if plan.todo:
         bar = _Progress(len(plan.specs) + len(plan.todo), progress, desc="sweep")
         try:
-            if scheduler is None and local_cluster is None:
+            if scheduler is None and local_cluster is None and workers > 1 and len(plan.todo) > 1:
+                from padim_lib.sweep_pool import run_in_pool
+
+                failures = run_in_pool(plan, store, cache, device, bootstrap, task_fn, feature_fn, bar, workers)
+            elif scheduler is None and local_cluster is None:
                 failures = _run_in_process(plan, store, cache, device, bootstrap, task_fn, feature_fn, bar,
                                            torch_threads)
             else:

@@ -117,18 +117,20 @@ def test_run_task_runs_the_toy_method(data, tmp_path):
     assert not (tmp_path / "cache").exists()  # an image-based detector makes no feature files
 
 
-def test_sweep_in_process_and_on_a_local_cluster_agree(data, tmp_path, monkeypatch):
+def test_sweep_in_process_on_a_local_pool_and_on_a_local_cluster_agree(data, tmp_path, monkeypatch):
     # Workers are new processes: the spec travels with each task, the module by its name.
     monkeypatch.syspath_prepend(str(HERE))
     tasks = sweep.make_tasks(data, ["brick"], [_config(), _config(params={"scale": 2.0})])
     assert all(t.feature_specs() == () for t in tasks)
     local = sweep.run(tasks, tmp_path / "a", device="cpu", bootstrap=3, progress=False)
     dask_rows = sweep.run(tasks, tmp_path / "b", device="cpu", bootstrap=3, progress=False, local_cluster=1)
+    pool_rows = sweep.run(tasks, tmp_path / "c", device="cpu", bootstrap=3, progress=False, workers=2)
 
     def canonical(df: pd.DataFrame) -> pd.DataFrame:
         return df.sort_values(["config_key", "metric", "replicate"]).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(canonical(local), canonical(dask_rows))
+    pd.testing.assert_frame_equal(canonical(local), canonical(pool_rows))
     assert local["config_key"].nunique() == 2
     # scaling a map changes no ranking: the two configurations give equal metrics
     a, b = (g.sort_values(["metric", "replicate"])["value"].to_numpy() for _, g in local.groupby("config_key"))
