@@ -1,6 +1,6 @@
 """Uncertainty for reproduced figures: bootstrap CIs, paired differences, seed SEM, claim verdicts.
 
-Input: tidy result rows (see INTERFACES "tidy row columns"): one value per category x
+Input: tidy result rows (columns: experiments.ROW_COLUMNS): one value per category x
 configuration x seed x metric x replicate, where replicate -1 is the full test set and
 0..B-1 are bootstrap resamples of the class's test images. `run_task` draws replicate b of a
 class from a generator seeded by (category, b) only, so replicate b is the *same* resample for
@@ -402,7 +402,7 @@ def evaluate_claims(
     needs, e.g. pixel metrics without masks; `note` says what). Differences are in p.p.;
     `published` is the same statistic on the paper's (rounded) table and `paper_table` what
     that table itself says about the claim ("tie" when its rounded figures are equal); `run_as`
-    names the run's configurations behind the paper's names where they differ ("Rd 100 = Rd 50").
+    names the run's configurations behind the paper's names where they differ ("Rd 100 = Rd 40" on the embedded profile).
     """
     from padim_lib.published import load_claims, load_published
 
@@ -413,7 +413,7 @@ def evaluate_claims(
     if by is None:
         has_pub = "published_row" in rows.columns and (rows["published_row"].fillna("").astype(str) != "").any()
         by = "published_row" if has_pub else "label"
-    # What each published row name stands for in this run (e.g. "Rd 100" -> "Rd 50" on lite0).
+    # What each published row name stands for in this run (e.g. "Rd 100" -> "Rd 40" on the embedded profile, Lite0 with dims [40, 80]).
     shown = {}
     if by != "label" and "label" in rows.columns and len(rows):
         shown = rows.drop_duplicates(by).set_index(by)["label"].to_dict()
