@@ -253,7 +253,7 @@ def evaluate_claims(
     lack what the test needs, e.g. pixel metrics without masks; `note` says what). Differences are
     in p.p.; `published` and `paper_table` are the same test on the paper's own figures (see
     `self_check`), `table_conflict` and `reading` come from the claim; `run_as` names the run's
-    configurations behind the paper's names where they differ ("Rd 100 = Rd 50").
+    configurations behind the paper's names where they differ ("Rd 100 = Rd 40" on the embedded profile).
     """
     published = load_published() if published is None else published
     claims = load_claims(published=published) if claims is None else claims
@@ -262,7 +262,7 @@ def evaluate_claims(
     if by is None:
         has_pub = "published_row" in rows.columns and (rows["published_row"].fillna("").astype(str) != "").any()
         by = "published_row" if has_pub else "label"
-    # What each published row name stands for in this run (e.g. "Rd 100" -> "Rd 50" on lite0).
+    # What each published row name stands for in this run (e.g. "Rd 100" -> "Rd 40" on the embedded profile, Lite0 with dims [40, 80]).
     shown = {}
     if by != "label" and "label" in rows.columns and len(rows):
         shown = rows.drop_duplicates(by).set_index(by)["label"].to_dict()

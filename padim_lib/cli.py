@@ -119,15 +119,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from padim_lib.book import build_book
+    from padim_lib import runner
 
-    params = {}
-    for item in args.param or []:
-        if "=" not in item:
-            raise PadimError(f"-p expects name=value, got {item!r}")
-        name, value = item.split("=", 1)
-        params[name] = _parse_value(value)
-    build_book(profile=args.profile, params=params, only=args.only)
+    if args.list_params is not None:
+        print(runner.list_params(args.list_params or None))
+        return 0
+    params = runner.load_params(args.param, yaml_text=args.parameters_yaml, yaml_file=args.parameters_file)
+    runner.build_book(profile=args.profile, params=params, only=args.only)
     return 0
 
 
@@ -136,13 +134,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     run_study(args.study, scheduler=args.scheduler, local_cluster=args.local_cluster, results=args.results)
     return 0
-
-
-def _parse_value(text: str):
-    """-p values are YAML scalars or lists, as papermill reads them (1, 0.5, true, [a, b])."""
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,8 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("book", help="run every notebook with papermill and build the HTML book")
     p.add_argument("--profile", default="auto", choices=["auto", "embedded", "paper"])
-    p.add_argument("-p", "--param", action="append", help="notebook parameter name=value (repeatable)")
+    p.add_argument("-p", "--param", action="append", nargs="+", metavar=("NAME", "VALUE"),
+                   help="notebook parameter, `-p name value` or `-p name=value` (repeatable); values as "
+                        "papermill reads them: None, True, numbers, lists [a, b]")
+    p.add_argument("-y", "--parameters-yaml", default=None, metavar="YAML", help="parameters as a YAML mapping")
+    p.add_argument("-f", "--parameters-file", default=None, metavar="FILE", help="parameters from a YAML file")
     p.add_argument("--only", nargs="+", default=None, help="run only these notebooks (stems)")
+    p.add_argument("--list-params", nargs="?", const="", default=None, metavar="CHAPTER",
+                   help="print each chapter's (or CHAPTER's) parameters, types, defaults and comments; run nothing")
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("sweep", help="run a study grid in-process or on a Dask cluster")

@@ -354,7 +354,7 @@ def table2_configs(
 ) -> list[ExperimentConfig]:
     """Table II: Rd d over seeds, PCA d, and all dimensions (concatenated layers).
 
-    Labels name what runs ("Rd 50", "PCA 50", "all (176)"). `published_row` names the Table II
+    Labels name what runs ("Rd 40", "PCA 40", "all (176)"). `published_row` names the Table II
     row it is compared with: by value when every d is a published one (100, 200), otherwise by
     rank (first d <-> "Rd 100"/"PCA 100", second <-> "Rd 200"/"PCA 200", further ones none);
     "all (D)" <-> "all (448)". So the claims ("Rd beats PCA at equal d") are tested on any

@@ -13,21 +13,23 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from padim_lib import book
+from padim_lib import nbparams, report, runner, tables
+from padim_lib.chapters import select_chapters, toc_chapters
 from padim_lib.errors import PadimError
 
 pytest_plugins = ["conftest_book"]
 
 REPO = Path(__file__).resolve().parents[1]
-STEMS = ["intro", "method", "table1_layers", "table2_dimensionality", "summary"]
+STEMS = [c.stem for c in toc_chapters(REPO)]  # the chapters, in _toc.yml's reading order
 
 
 # ----------------------------------------------------------------------------- sources
 
 
-def test_toc_lists_every_chapter_in_reading_order():
-    chapters = book.toc_chapters(REPO)
-    assert [c.stem for c in chapters] == STEMS
+def test_toc_lists_every_notebook_once_intro_first():
+    chapters = toc_chapters(REPO)
+    assert sorted(c.stem for c in chapters) == sorted(p.stem for p in (REPO / "book").glob("*.ipynb"))
+    assert len(set(STEMS)) == len(STEMS) and STEMS[0] == "intro"
     for c in chapters:
         assert c.source == REPO / "book" / f"{c.stem}.ipynb"
         assert c.executed == REPO / "book" / "_executed" / f"{c.stem}.ipynb"
@@ -52,9 +54,9 @@ def test_notebooks_are_ruff_clean():
 
 
 def test_profiles_give_every_experiment_parameter_a_value():
-    declared = book.declared_parameters(book.toc_chapters(REPO))
+    declared = nbparams.declared_parameters(toc_chapters(REPO))
     needed = set().union(*declared.values())
-    for name, values in book.PROFILES.items():
+    for name, values in runner.PROFILES.items():
         # every profile value is a parameter of some chapter (no typo goes unnoticed)
         assert set(values) <= needed, f"profile {name}: {sorted(set(values) - needed)} are no chapter's parameters"
 
@@ -63,27 +65,27 @@ def test_profiles_give_every_experiment_parameter_a_value():
 
 
 def test_only_selects_chapters_in_toc_order_and_rejects_unknown_ones():
-    chapters = book.toc_chapters(REPO)
-    picked = book.select_chapters(chapters, ["summary", "intro.ipynb"])
+    chapters = toc_chapters(REPO)
+    picked = select_chapters(chapters, ["summary", "intro.ipynb"])
     assert [c.stem for c in picked] == ["intro", "summary"]
-    assert book.select_chapters(chapters, None) == chapters
+    assert select_chapters(chapters, None) == chapters
     with pytest.raises(PadimError, match=r"unknown notebook\(s\) \['table3'\].*table1_layers"):
-        book.select_chapters(chapters, ["table3"])
+        select_chapters(chapters, ["table3"])
 
 
 def test_unknown_parameter_is_an_error_listing_each_notebooks_parameters():
-    chapters = book.select_chapters(book.toc_chapters(REPO), ["intro", "table1_layers"])
+    chapters = select_chapters(toc_chapters(REPO), ["intro", "table1_layers"])
     with pytest.raises(PadimError) as err:
-        book.notebook_parameters(chapters, {"dims": [1]}, explicit={"dims"})
+        nbparams.notebook_parameters(chapters, {"dims": [1]}, explicit={"dims"})
     text = str(err.value)
     assert "['dims']" in text  # Table II's parameter, not declared by the chosen chapters
     assert "intro: profile, data_root" in text and "table1_layers: data_root, classes" in text
 
 
 def test_overrides_reach_only_the_notebooks_that_declare_them():
-    chapters = book.toc_chapters(REPO)
-    values = dict(book.PROFILES["embedded"], dims=[8, 16], crop=64)
-    per = book.notebook_parameters(chapters, values, explicit={"dims", "crop"})
+    chapters = toc_chapters(REPO)
+    values = dict(runner.PROFILES["embedded"], dims=[8, 16], crop=64)
+    per = nbparams.notebook_parameters(chapters, values, explicit={"dims", "crop"})
     assert per["table2_dimensionality"]["dims"] == [8, 16] and per["summary"]["dims"] == [8, 16]
     assert "dims" not in per["table1_layers"] and "dims" not in per["intro"]
     assert per["table1_layers"]["crop"] == 64 and "crop" not in per["intro"]
@@ -95,7 +97,7 @@ def test_build_book_rejects_a_bad_override_before_running_anything(tmp_path):
 
     root = copy_project(tmp_path / "proj")
     with pytest.raises(PadimError, match="unknown parameter"):
-        book.build_book("embedded", params={"no_such_parameter": 1}, root=root)
+        runner.build_book("embedded", params={"no_such_parameter": 1}, root=root)
     assert not (root / "book" / "_executed").exists()
 
 
@@ -132,40 +134,43 @@ def fake_paper_inputs(tmp_path, monkeypatch):
 
 def test_auto_profile_picks_paper_only_when_mvtec_and_resnet18_weights_are_there(fake_paper_inputs):
     root, hub, problems = fake_paper_inputs
-    assert book.resolve_profile("auto", root)[0] == "paper"
-    name, values = book.resolve_profile("auto", root, {"bootstrap": 7})
+    assert runner.resolve_profile("auto", root)[0] == "paper"
+    name, values = runner.resolve_profile("auto", root, {"bootstrap": 7})
     assert values["backbone"] == "resnet18" and values["dims"] == [100, 200] and values["bootstrap"] == 7
 
     problems.append("carpet: 279 training images, expected 280")
-    assert book.resolve_profile("auto", root)[0] == "embedded"
+    assert runner.resolve_profile("auto", root)[0] == "embedded"
     with pytest.raises(PadimError, match="carpet: 279 training images"):
-        book.resolve_profile("paper", root)
+        runner.resolve_profile("paper", root)
 
     problems.clear()
     next((hub / "checkpoints").iterdir()).unlink()
-    assert book.resolve_profile("auto", root)[0] == "embedded"
+    assert runner.resolve_profile("auto", root)[0] == "embedded"
     with pytest.raises(PadimError, match="ResNet18 ImageNet weights"):
-        book.resolve_profile("paper", root)
+        runner.resolve_profile("paper", root)
 
 
 def test_auto_profile_is_embedded_without_mvtec(tmp_path):
-    name, values = book.resolve_profile("auto", tmp_path)
+    name, values = runner.resolve_profile("auto", tmp_path)
     assert name == "embedded" and values["backbone"] == "efficientnet_lite0"
     with pytest.raises(PadimError, match="unknown profile"):
-        book.resolve_profile("fast", tmp_path)
+        runner.resolve_profile("fast", tmp_path)
 
 
 def test_comparability_names_every_difference_from_the_papers_setup(tmp_path):
     from conftest_book import make_tiny_data
 
     data = make_tiny_data(tmp_path / "data")
-    ok, reasons = book.comparability(data, "efficientnet_lite0", ["brick"], resize=128, crop=112, max_train=5)
+    from padim_lib.datasets import Preprocess
+
+    ok, reasons = tables.comparability(data, "efficientnet_lite0", ["brick"], preprocess=Preprocess(128, 112),
+                                       max_train=5)
     assert not ok
     text = " | ".join(reasons)
     for part in ("generated set, not MVTec AD", "1 of the 15 classes", "efficientnet_lite0", "128 / crop 112",
                  "capped at 5"):
         assert part in text
-    assert "not comparable" in book.comparability_note("embedded", ok, reasons)
+    assert "not comparable" in report.comparability_note("embedded", ok, reasons)
 
 
 def test_failing_notebook_names_the_cell_and_keeps_the_partial_copy(tmp_path):
@@ -183,7 +188,7 @@ def test_failing_notebook_names_the_cell_and_keeps_the_partial_copy(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "book" / "broken.ipynb")
     with pytest.raises(PadimError) as err:
-        book.build_book("embedded", params={"x": 2}, root=root, stream_output=False, log=lambda m: None)
+        runner.build_book("embedded", params={"x": 2}, root=root, stream_output=False, log=lambda m: None)
     text = str(err.value)
     assert "book/broken.ipynb" in text and "ValueError: boom 2" in text
     executed = root / "book" / "_executed" / "broken.ipynb"
@@ -200,7 +205,7 @@ def test_private_kernel_points_at_this_interpreter():
     import os
 
     before = os.environ.get("JUPYTER_PATH")
-    with book.private_kernel() as name:
+    with runner.private_kernel() as name:
         spec_file = Path(os.environ["JUPYTER_PATH"].split(os.pathsep)[0]) / "kernels" / name / "kernel.json"
         spec = json.loads(spec_file.read_text())
         assert spec["argv"][0] == sys.executable
@@ -224,7 +229,12 @@ def test_every_chapter_runs_with_tiny_parameters(built_book):
         assert not errors, f"{stem}: {errors[:1]}"
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert len(injected) == 1 and built_book.params["data_root"] in injected[0].source, stem
-    assert any("[5/5] summary: done" in line for line in built_book.log)
+        # the parameters are shown once: the run's values over the defaults, the defaults cell hidden
+        defaults = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert "remove-cell" in defaults.metadata["tags"], stem
+        assert '(default "data/synthetic")' in injected[0].source, stem
+    n = len(STEMS)
+    assert any(f"[{n}/{n}] {STEMS[-1]}: done" in line for line in built_book.log)
 
 
 def _glued(nb) -> dict[str, str]:
@@ -291,17 +301,17 @@ def _fake_rows(values: dict[str, float], replicates: int = 20, shift: dict[str, 
 def test_diff_text_is_the_paired_difference_in_percentage_points():
     rows = _fake_rows({"A": 0.95, "B": 0.93})
     # the same noise on both sides of every replicate: the paired interval collapses on the difference
-    assert book.diff_text(rows, "A", "B", "pixel_auroc") == "+2.0 p.p. (95 % CI +2.0 to +2.0)"
-    assert book.diff_text(rows, "B", "A", "pro", group="textures").startswith("-2.0 p.p.")
+    assert report.diff_text(rows, "A", "B", "pixel_auroc") == "+2.0 p.p. (95 % CI +2.0 to +2.0)"
+    assert report.diff_text(rows, "B", "A", "pro", group="textures").startswith("-2.0 p.p.")
 
 
 def test_best_label_and_seed_sem_text_read_the_summary():
     from padim_lib import stats
 
     summary = stats.summarise(_fake_rows({"Layer 1": 0.90, "Layer 2": 0.97, "Layer 3": 0.95}))
-    assert book.best_label(summary, ["Layer 1", "Layer 2", "Layer 3"], "pixel_auroc") == "Layer 2 (97.0 %)"
-    assert book.best_label(summary, ["Layer 1", "Layer 3"], "pro", group="objects") == "Layer 3 (95.0 %)"
-    assert book.seed_sem_text(summary, ["Layer 1"]) == "not available (one seed)"
+    assert report.best_label(summary, ["Layer 1", "Layer 2", "Layer 3"], "pixel_auroc") == "Layer 2 (97.0 %)"
+    assert report.best_label(summary, ["Layer 1", "Layer 3"], "pro", group="objects") == "Layer 3 (95.0 %)"
+    assert report.seed_sem_text(summary, ["Layer 1"]) == "not available (one seed)"
 
 
 def test_comparison_table_sets_reproduced_ci_published_and_difference_side_by_side():
@@ -309,28 +319,29 @@ def test_comparison_table_sets_reproduced_ci_published_and_difference_side_by_si
 
     rows = _fake_rows({"Layer 1": 0.90, "PaDiM-R18": 0.97})
     comparison = stats.compare_published(stats.summarise(rows), "Table I")
-    styler = book.comparison_table(comparison, "pixel_auroc", labels=["PaDiM-R18", "Layer 1"])
+    styler = report.comparison_table(comparison, "pixel_auroc", labels=["PaDiM-R18", "Layer 1"])
     df = styler.data
     assert list(df.index) == ["PaDiM-R18", "Layer 1"] and list(df.columns) == ["textures", "objects", "all"]
     cell = df.loc["PaDiM-R18", "all"]
     assert cell.startswith("<b>97.0</b> [") and "paper 97.1 · Δ -0.1" in cell  # published.csv: 97.1
     assert "paper 93.1 · Δ -3.1" in df.loc["Layer 1", "textures"]
     assert "paper excerpt (Table I)" in styler.caption
-    diffs = book.differences(comparison)
+    diffs = report.differences(comparison)
     row = diffs[(diffs["row"] == "Layer 1") & (diffs["group"] == "all") & (diffs["metric"] == "pro")].iloc[0]
     assert row["diff"] == pytest.approx(90.0 - 86.8)
     assert row["diff_low"] <= row["diff"] <= row["diff_high"]
 
 
 def test_table_configs_name_the_run_and_keep_the_published_row():
-    t1 = book.table_configs("Table I", backbone="efficientnet_lite0", resize=128, crop=112)
+    t1 = tables.table_configs("Table I", backbone="efficientnet_lite0", resize=128, crop=112)
     assert [c.label for c in t1] == ["Layer 1", "Layer 2", "Layer 3", "Layer 1+2+3", "PaDiM-Lite0"]
-    assert t1[-1].published_row == "PaDiM-R18" and all(c.crop == 112 for c in t1)
-    t2 = book.table_configs("Table II", backbone="efficientnet_lite0", dims=[40, 80], seeds=3)
+    joint = next(c for c in t1 if tables.config_role("Table I", c) == "joint")
+    assert joint.published_row == "PaDiM-R18" and all(c.preprocess.crop == 112 for c in t1)
+    t2 = tables.table_configs("Table II", backbone="efficientnet_lite0", dims=[40, 80], seeds=3)
     rd = [c for c in t2 if (c.reduce or "").startswith("random")]
     assert len(rd) == 6 and sorted({c.seed for c in rd}) == [0, 1, 2]
     with pytest.raises(PadimError, match="Table III"):
-        book.table_configs("Table III", backbone="resnet18")
+        tables.table_configs("Table III", backbone="resnet18")
 
 
 def test_patch_vectors_and_embedding_match_a_hand_aligned_concatenation():
@@ -338,12 +349,12 @@ def test_patch_vectors_and_embedding_match_a_hand_aligned_concatenation():
 
     torch.manual_seed(0)
     features = {"fine": torch.randn(5, 3, 8, 8).half(), "coarse": torch.randn(5, 4, 4, 4).half()}
-    vectors = book.patch_vectors(features, (5, 2), batch_size=2)  # batches split the 5 images
+    vectors = report.patch_vectors(features, (5, 2), batch_size=2)  # batches split the 5 images
     assert vectors.shape == (5, 7)
     for n in range(5):
         expected = torch.cat([features["fine"][n, :, 5, 2], features["coarse"][n, :, 2, 1]]).float()
         assert torch.equal(torch.from_numpy(vectors[n]), expected)
-        assert torch.equal(book.embedding_of(features, n)[:, 5, 2], expected)
+        assert torch.equal(report.embedding_of(features, n)[:, 5, 2], expected)
 
 
 def test_gaussian_figure_distance_is_the_full_mahalanobis_distance():

@@ -140,7 +140,7 @@ def test_sweep_in_process_on_a_local_pool_and_on_a_local_cluster_agree(data, tmp
 def test_a_notebook_runs_the_toy_method_through_papermill(data, tmp_path, monkeypatch):
     import papermill
 
-    from padim_lib.book import private_kernel
+    from padim_lib.runner import private_kernel
 
     # The kernel is another process: $PADIM_METHODS names the module that registers the method.
     monkeypatch.setenv(detectors.PLUGINS_ENV, Path(__file__).stem)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -59,7 +59,7 @@ def test_one_python_floor_everywhere():
     assert f"python={floor}" in env["dependencies"]
     assert data["tool"]["ruff"]["target-version"] == "py" + floor.replace(".", "")
     readme = (ROOT / "README.md").read_text()
-    assert f"Python {floor}+" in readme and not re.search(r"Python 3\.(?!{})\d+\+".format(floor[2:]), readme)
+    assert f"Python {floor}+" in readme and not re.search(rf"Python 3\.(?!{floor[2:]})\d+\+", readme)
     assert sys.version_info >= tuple(int(x) for x in floor.split("."))
 
 
