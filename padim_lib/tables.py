@@ -225,12 +225,15 @@ def run_table(
     bootstrap: int = 200,
     torch_threads: int | None = None,
     progress: bool = True,
+    workers: int | str = "auto",
 ) -> TableRun:
     """Compute (or read from the result cache) one of the paper's tables on `data_root`.
 
     Every class x configuration (x seed) is a task of `padim_lib.sweep.run`, in-process or on the
     Dask `scheduler`; tasks already stored in `results_dir` are not recomputed. `torch_threads`:
     intra-op threads per task (None: torch's default in-process, the worker's share on Dask).
+    `workers`: without a scheduler, tasks run on that many single-threaded local processes ("auto":
+    one per core; 1: here, one after the other); the rows are the same either way.
     """
     configs = table_configs(table, backbone=backbone, layers=layers, dims=dims, seeds=seeds, preprocess=preprocess,
                             sigma=sigma, eps=eps, max_train=max_train)
@@ -241,7 +244,7 @@ def run_table(
         print(f"{table}: {len(tasks)} tasks ({len(configs)} configurations x {len(names)} classes: "
               f"{', '.join(names)})", flush=True)
     rows = sweep.run(tasks, results_dir, scheduler=scheduler, device=device, bootstrap=bootstrap,
-                     torch_threads=torch_threads, progress=progress)
+                     torch_threads=torch_threads, progress=progress, workers=1 if scheduler else workers)
     comparable, reasons = comparability(data_root, backbone, chosen, preprocess=preprocess, max_train=max_train)
     return TableRun(table, configs, tasks, experiments.label_rows(rows, configs), Path(results_dir),
                     comparable, reasons)
