@@ -4,12 +4,28 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test book lint browser clean
+.PHONY: install test book lint browser clean lock lab
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements.lock, then the project itself (its ranges are in pyproject.toml).
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[book,sweep,dev]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml's ranges (uv; CONSTRAINTS=FILE caps versions, e.g. torch).
+CONSTRAINTS ?=
+lock: install
+	$(PY) -m pip install -q uv
+	{ echo "# Exact versions of every package \`make book\` / \`make test\` install (the library, [book], [sweep], [dev])," ; \
+	  echo "# for Python 3.11 on x86-64 Linux, made by uv (\`make lock\`). pyproject.toml keeps the ranges." ; \
+	  $(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra dev \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) \
+	    -o - ; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+
+# Open the chapters in JupyterLab (the same kernel and library as `make book`).
+lab: install
+	$(VENV)/bin/jupyter lab book/
 
 install: $(STAMP)
 

@@ -82,3 +82,32 @@ def test_ci_calls_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make book" in readme and "make test" in readme
+
+
+def _locked() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==(\S+)", line.strip())
+        if m:
+            out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return out
+
+
+def test_the_lock_covers_every_declared_dependency_within_its_range():
+    locked = _locked()
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = data["project"]["dependencies"] + [r for extra in data["project"]["optional-dependencies"].values()
+                                              for r in extra]
+    for text in reqs:
+        r = Requirement(text)
+        names = [r.name] + (["distributed"] if r.name == "dask" and "distributed" in r.extras else [])
+        for name in names:
+            key = re.sub(r"[-_.]+", "-", name).lower()
+            assert key in locked, f"{name} is declared in pyproject.toml but not pinned in requirements.lock"
+        assert r.specifier.contains(locked[re.sub(r"[-_.]+", "-", r.name).lower()], prereleases=True), (
+            f"requirements.lock pins {r.name}=={locked[r.name.lower()]}, outside pyproject's {r.specifier}")
+
+
+def test_make_installs_from_the_lock():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install -q -r requirements.lock" in makefile
