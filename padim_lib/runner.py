@@ -107,7 +107,7 @@ def build_book(
     root = project_root(root)
     chapters = toc_chapters(root)
     selected = select_chapters(chapters, only)
-    name, values = resolve_profile(profile, root, params)
+    name, values = resolve_profile(profile, root, params, log=log)
     per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
     check_params(values, selected)
     t0 = time.perf_counter()
@@ -131,18 +131,22 @@ def build_book(
     return index
 
 
-def resolve_profile(profile: str, root: Path, params: Mapping[str, Any] | None = None) -> tuple[str, dict]:
-    """(profile name, parameter values with `params` applied on top)."""
+def resolve_profile(profile: str, root: Path, params: Mapping[str, Any] | None = None,
+                    log: Callable[[str], None] | None = None) -> tuple[str, dict]:
+    """(profile name, parameter values with `params` applied on top). With "auto", says through `log`
+    which profile it picked and, when it is not `paper`, each missing input and the command that
+    supplies it."""
     if profile == "auto":
-        profile = "paper" if paper_inputs_problems(root) == [] else "embedded"
+        problems = paper_inputs_problems(root)
+        profile = "embedded" if problems else "paper"
+        if log is not None:
+            log(f"profile auto -> {profile!r}" + ("" if not problems else
+                " (the paper's inputs are incomplete; the embedded profile's numbers are not comparable "
+                "with the paper's). Missing: " + "; ".join(problems)))
     elif profile == "paper":
         problems = paper_inputs_problems(root)
         if problems:
-            raise PadimError(
-                "profile 'paper' needs MVTec AD under data/mvtec and the ResNet18 ImageNet weights in the "
-                "torch hub cache (`padim download mvtec`; torchvision's resnet18 weights); missing: "
-                + "; ".join(problems)
-            )
+            raise PadimError("profile 'paper': missing " + "; ".join(problems))
     if profile not in PROFILES:
         raise PadimError(f"unknown profile {profile!r}; expected 'auto' or one of {sorted(PROFILES)}")
     values = dict(PROFILES[profile])
@@ -153,26 +157,17 @@ def resolve_profile(profile: str, root: Path, params: Mapping[str, Any] | None =
 def paper_inputs_problems(root: Path) -> list[str]:
     """What keeps the `paper` profile from running here (empty = it can run)."""
     from padim_lib.datasets.mvtec import check_split_counts
+    from padim_lib.weights import cached_weights
 
     problems = []
     mvtec = root / "data" / "mvtec"
     if not mvtec.is_dir():
-        problems.append(f"no MVTec AD folder at {mvtec}")
+        problems.append(f"MVTec AD at {mvtec} (run `padim download mvtec --dest {mvtec}`)")
     else:
-        problems += [f"MVTec AD: {p}" for p in check_split_counts(mvtec)]
-    if resnet18_weights_file() is None:
-        problems.append("ResNet18 ImageNet weights not in the torch hub cache")
+        problems += [f"MVTec AD: {p} (rerun `padim download mvtec --dest {mvtec}`)" for p in check_split_counts(mvtec)]
+    if cached_weights("resnet18") is None:
+        problems.append("the ResNet18 ImageNet weights in the torch hub cache (run `padim download weights resnet18`)")
     return problems
-
-
-def resnet18_weights_file() -> Path | None:
-    """torchvision's cached ResNet18 ImageNet checkpoint, if downloaded before (never downloads)."""
-    import torch
-    from torchvision.models import ResNet18_Weights
-
-    name = Path(ResNet18_Weights.IMAGENET1K_V1.url).name
-    path = Path(torch.hub.get_dir()) / "checkpoints" / name
-    return path if path.is_file() else None
 
 
 def prepare_data(profile: str, data_root: str | os.PathLike, root: Path, *, log: Callable[[str], None]) -> None:
