@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from padim_lib.datasets.stc import (
     STC_PREPROCESS,
@@ -49,7 +50,7 @@ def test_layout_manifest_and_check(stc):
     assert len(missing) == 11 and "scene 03" in missing[0]
     meta = json.loads((stc / "dataset.json").read_text())
     assert set(meta["clips"]) == {"01_0001", "01_0002", "02_0001", "02_0002"}
-    assert {c["anomaly"] for c in meta["clips"].values()} <= set(ANOMALY_TYPES)
+    assert {c["anomaly"] for c in meta["clips"].values()} == set(ANOMALY_TYPES)
     for name, clip in meta["clips"].items():
         labels = np.load(stc / "testing" / "test_frame_mask" / f"{name}.npy")
         masks = np.load(stc / "testing" / "test_pixel_mask" / f"{name}.npy")
@@ -58,6 +59,21 @@ def test_layout_manifest_and_check(stc):
         assert 0 < labels.sum() < len(labels)  # normal and abnormal frames in every test clip
         assert clip["abnormal_frames"] == [int(np.flatnonzero(labels).min()), int(np.flatnonzero(labels).max())]
     assert STC_URL in stc_download_help("/data/stc") and "/data/stc/training/videos" in stc_download_help("/data/stc")
+
+
+@pytest.mark.parametrize("kind", ANOMALY_TYPES)
+def test_masks_are_exactly_where_the_anomaly_changed_the_clip(kind):
+    clean, none = render_clip(3, "01", "test", 1, 24, 64, 96)
+    video, masks = render_clip(3, "01", "test", 1, 24, 64, 96, kind)
+    assert not none.any() and masks.any() and not masks.all(axis=(1, 2)).any()
+    # the mask is exactly the set of pixels the anomaly changed (before JPEG compression)
+    assert np.array_equal((video != clean).any(axis=-1), masks)
+    # and it is the object, not a scatter of rounding flips: most of it is one blob per frame
+    for t in np.flatnonzero(masks.any(axis=(1, 2))):
+        labels, n = ndimage.label(masks[t], structure=np.ones((3, 3)))
+        assert np.bincount(labels.ravel())[1:].max() >= 0.8 * masks[t].sum() or masks[t].sum() < 10
+    with pytest.raises(PadimError, match="unknown anomaly"):
+        render_clip(3, "01", "test", 1, 24, 64, 96, "meteor")
 
 
 def test_train_frames_are_the_decoded_video_frames(stc):

@@ -8,10 +8,15 @@ and sensor noise. Test clips add one anomaly per clip that enters the view durin
 
 * "cyclist": a wider shape with two wheels, along the walkway, about four times walking speed;
 * "vehicle": a large saturated box crossing along the walkway;
-* "lawn": a pedestrian walking on the grass, away from the walkway.
+* "lawn": a pedestrian walking on the grass, away from the walkway;
+* "runner": a pedestrian running along the walkway, three times walking speed - a motion
+  anomaly that looks like a walker in any single frame, as several of STC's do (running,
+  chasing): a per-frame detector such as PaDiM should miss it.
 
-The anomaly is drawn last (nothing occludes it); its pixel mask is its footprint (anti-aliased
-coverage >= 0.5), and a frame is anomalous iff its mask is not empty. Training clips are .avi
+Anomalies wear ordinary colours (clothes, car paint): their shape, size, speed or place
+is what is new. The anomaly is drawn last (nothing occludes it) on the frame's noise-free render, and the
+frame's lighting and noise are applied to the render with and without it: a pixel is in the mask
+iff the anomaly changed its 8-bit value, and a frame is anomalous iff its mask is not empty. Training clips are .avi
 (MPEG-4 Part 2, single-threaded, so byte-identical for a seed), test frames .jpg (quality 95).
 Every clip has its own random stream from (seed, scene, split, clip); the scene from (seed, scene).
 """
@@ -34,12 +39,13 @@ from padim_lib.errors import PadimError
 
 GENERATOR = "padim_lib.datasets.synthetic_stc"
 GENERATOR_VERSION = 1
-ANOMALY_TYPES = ("cyclist", "vehicle", "lawn")
+ANOMALY_TYPES = ("cyclist", "vehicle", "lawn", "runner")
 FPS = 25
 NOISE_SIGMA = 2.0 / 255
 CLOTHES = np.array(
     [(0.20, 0.22, 0.30), (0.45, 0.15, 0.15), (0.75, 0.72, 0.65), (0.15, 0.30, 0.20), (0.35, 0.30, 0.25),
      (0.10, 0.10, 0.12), (0.55, 0.55, 0.60)], np.float32)
+CARS = np.array([(0.85, 0.85, 0.83), (0.25, 0.27, 0.30), (0.55, 0.10, 0.10), (0.15, 0.20, 0.40)], np.float32)
 
 
 def _stream(seed: int, *names: str | int) -> np.random.Generator:
@@ -160,16 +166,20 @@ def _anomaly(rng: np.random.Generator, scene: _Scene, kind: str, frames: int, h:
     """The clip's anomaly: it enters the view from one end of its line about a third into the clip."""
     sign = 1 if rng.random() < 0.5 else -1
     t0 = int(frames * rng.uniform(0.25, 0.4))
-    color = (float(rng.uniform(0.8, 1.0)), float(rng.uniform(0.1, 0.4)), float(rng.uniform(0.0, 0.3)))
+    # ordinary colours (clothes, car paint): what gives the anomaly away is its shape, size or place
+    color = tuple(CLOTHES[rng.integers(len(CLOTHES))])
     if kind == "cyclist":
         speed, offset, size = rng.uniform(4.0, 5.5), rng.uniform(-0.4, 0.4) * scene.half_width, h * 0.13
     elif kind == "vehicle":
-        speed, offset, size, color = rng.uniform(2.5, 3.5), 0.0, h * 0.13, (0.95, 0.85, 0.1)
+        speed, offset, size = rng.uniform(2.5, 3.5), 0.0, h * 0.13
+        color = tuple(CARS[rng.integers(len(CARS))])
+    elif kind == "runner":
+        speed, offset, size = rng.uniform(3.5, 4.5), rng.uniform(-0.6, 0.6) * scene.half_width, h * 0.125
     else:  # a pedestrian on the grass, well off the walkway, walking at normal speed
         speed = rng.uniform(1.2, 1.6)
         offset = float(rng.choice([-1, 1])) * (scene.half_width + h * 0.16)
-        size, color = h * 0.125, tuple(CLOTHES[rng.integers(len(CLOTHES))])
-    return _Mover("pedestrian" if kind == "lawn" else kind, -sign * scene.length * 0.8, sign * float(speed),
+        size = h * 0.125
+    return _Mover("pedestrian" if kind in ("lawn", "runner") else kind, -sign * scene.length * 0.8, sign * float(speed),
                   float(offset), float(size), tuple(float(c) for c in color), t0)
 
 
@@ -181,7 +191,13 @@ def render_clip(
     rng = _stream(seed, scene, split, clip)
     sc = _scene(seed, scene, height, width)
     walkers = _pedestrians(rng, sc, int(rng.integers(3, 6)), height)
-    odd = _anomaly(rng, sc, anomaly, frames, height) if anomaly is not None else None
+    # the anomaly has its own stream: with and without it, a clip is the same pixel for pixel
+    # outside the anomaly's footprint (what the exact masks rest on)
+    odd = None
+    if anomaly is not None:
+        if anomaly not in ANOMALY_TYPES:
+            raise PadimError(f"unknown anomaly {anomaly!r}; expected one of {', '.join(ANOMALY_TYPES)}")
+        odd = _anomaly(_stream(seed, scene, split, clip, "anomaly"), sc, anomaly, frames, height)
     flicker_phase, period = rng.uniform(0, 2 * np.pi), rng.uniform(20, 40)
     video = np.empty((frames, height, width, 3), np.uint8)
     masks = np.zeros((frames, height, width), bool)
@@ -189,12 +205,20 @@ def render_clip(
         img = sc.background.copy()
         for m in walkers:
             _draw(img, m, sc, t)
-        if odd is not None:
-            masks[t] = _draw(img, odd, sc, t) >= 0.5
         gain = 1.0 + 0.03 * np.sin(2 * np.pi * t / period + flicker_phase) + rng.normal(0, 0.005)
-        img = img * gain + rng.normal(0, NOISE_SIGMA, img.shape)
-        video[t] = np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
+        noise = rng.normal(0, NOISE_SIGMA, img.shape)
+        video[t] = _to_uint8(img * gain + noise)
+        if odd is not None and _draw(img, odd, sc, t).any():
+            # the same lighting and noise with and without the anomaly: a pixel is in the mask
+            # iff the anomaly changed its 8-bit value
+            with_odd = _to_uint8(img * gain + noise)
+            masks[t] = (with_odd != video[t]).any(axis=-1)
+            video[t] = with_odd
     return video, masks
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
 def _write_avi(path: Path, video: np.ndarray) -> None:
@@ -231,7 +255,8 @@ def make_synthetic_stc(
 ) -> Path:
     """Write a synthetic STC-layout set to `out` (see the module docstring) and return `out`.
 
-    Scenes are "01", "02", ...; test clip k of a scene shows ANOMALY_TYPES[(scene + k) % 3].
+    Scenes are "01", "02", ...; test clip k (from 0) of scene i (from 0) shows
+    ANOMALY_TYPES[(2 i + k) % 4], so two scenes with two clips each show all four.
     <out>/dataset.json records the parameters and each test clip's anomaly and frame range.
     A complete set with the same parameters is left as it is; otherwise the set is built in a
     temporary folder and renamed into place.
@@ -264,7 +289,7 @@ def make_synthetic_stc(
                 video, _ = render_clip(seed, scene, "train", c, train_frames, height, width)
                 _write_avi(videos / f"{scene}_{c:03d}.avi", video)
             for c in range(1, test_clips + 1):
-                name, kind = f"{scene}_{c:04d}", ANOMALY_TYPES[(si + c - 1) % len(ANOMALY_TYPES)]
+                name, kind = f"{scene}_{c:04d}", ANOMALY_TYPES[(2 * si + c - 1) % len(ANOMALY_TYPES)]
                 video, masks = render_clip(seed, scene, "test", c, test_frames, height, width, kind)
                 (dirs["frames"] / name).mkdir()
                 for t, frame in enumerate(video):
