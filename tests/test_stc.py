@@ -20,6 +20,7 @@ from padim_lib.datasets.stc import (
     STCScene,
     check_stc_layout,
     list_scenes,
+    scene_identity,
     stc_download_help,
 )
 from padim_lib.datasets.synthetic_stc import ANOMALY_TYPES, make_synthetic_stc, render_clip
@@ -58,6 +59,7 @@ def test_layout_manifest_and_check(stc):
         assert np.array_equal(labels, masks.any(axis=(1, 2)))
         assert 0 < labels.sum() < len(labels)  # normal and abnormal frames in every test clip
         assert clip["abnormal_frames"] == [int(np.flatnonzero(labels).min()), int(np.flatnonzero(labels).max())]
+    assert scene_identity(stc, "01") == scene_identity(stc, "01") != scene_identity(stc, "02")
     assert STC_URL in stc_download_help("/data/stc") and "/data/stc/training/videos" in stc_download_help("/data/stc")
 
 
@@ -174,3 +176,6 @@ def test_missing_or_wrong_mask_is_a_clear_error(copy):
     with pytest.raises(PadimError, match="test_frame_mask/02_0002.npy"):
         STCScene(copy, "02", "test")
     STCScene(copy, "01", "test")
+    before = scene_identity(copy, "01")
+    np.save(copy / "testing" / "test_pixel_mask" / "01_0001.npy", np.zeros((24, 64, 96), np.uint16))
+    assert scene_identity(copy, "01") != before  # a changed file changes the scene's identity

@@ -18,6 +18,7 @@ Items are decoded forward through a video, so reading in order decodes each vide
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -87,6 +88,25 @@ def list_scenes(root: str | os.PathLike) -> list[str]:
     return sorted({_scene_of(c) for c in list_train_videos(root)})
 
 
+def scene_identity(root: str | os.PathLike, scene: str) -> str:
+    """A short fingerprint of one scene's files (names and sizes, nothing read) plus
+    <root>/dataset.json when present: a cache key part that survives moving the tree."""
+    root = Path(root).expanduser().resolve()
+    entries = [f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}"
+               for c, p in list_train_videos(root).items() if _scene_of(c) == scene]
+    for clip, folder in list_test_clips(root).items():
+        if _scene_of(clip) != scene:
+            continue
+        masks = [root / "testing" / k / f"{clip}.npy" for k in ("test_pixel_mask", "test_frame_mask")]
+        files = image_files(folder) + masks
+        entries += [f"{p.relative_to(root).as_posix()}\t{p.stat().st_size if p.is_file() else -1}" for p in files]
+    h = hashlib.sha256(root.name.encode())
+    if (root / "dataset.json").is_file():
+        h.update(b"\0manifest\0" + (root / "dataset.json").read_bytes())
+    h.update("\n".join(sorted(entries)).encode())
+    return h.hexdigest()[:16]
+
+
 # -- video --------------------------------------------------------------------------------------
 def count_frames(path: str | os.PathLike) -> int:
     """Frames in a video, counted by demuxing (no decoding); truncation -> PadimError naming the file."""
@@ -98,13 +118,16 @@ def count_frames(path: str | os.PathLike) -> int:
                 raise PadimError(f"video file {path} has no video stream")
             stream = container.streams.video[0]
             announced = int(stream.frames or 0)
-            n = sum(1 for packet in container.demux(stream) if packet.size)
+            sizes = [packet.size for packet in container.demux(stream)]
     except av.error.FFmpegError as exc:
         raise PadimError(f"cannot read video file {path}: {exc}") from exc
-    if n == 0 or n < announced:
+    # empty packets (dropped frames in AVI, the flush packet) count towards the header's total but
+    # decode to nothing
+    n = sum(1 for size in sizes if size)
+    if n == 0 or len(sizes) < announced:
         raise PadimError(
             f"video file {path} is truncated or corrupt: its header announces {announced} frames, "
-            f"{n} are present"
+            f"{len(sizes)} are present"
         )
     return n
 
@@ -184,15 +207,17 @@ class STCScene(torch.utils.data.Dataset):
         if split not in SPLITS:
             raise PadimError(f"split must be one of {SPLITS}, got {split!r}")
         for name, value in (("frame_step", frame_step), ("max_frames", max_frames)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise PadimError(f"STCScene.{name} must be a positive integer, got {value!r}")
-        if frame_step is None:
-            raise PadimError("STCScene.frame_step must be a positive integer, got None")
+            if value is None and name == "max_frames":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                expected = "a positive integer" + (" or None" if name == "max_frames" else "")
+                raise PadimError(f"STCScene.{name} must be {expected}, got {value!r}")
         self.root = Path(root)
         self.scene = str(scene)
         self.split = split
         self.preprocess = preprocess if preprocess is not None else STC_PREPROCESS
-        self.frame_step, self.max_frames = frame_step, max_frames
+        self.frame_step = int(frame_step)
+        self.max_frames = None if max_frames is None else int(max_frames)
         scenes = list_scenes(self.root)
         if split == "train" and self.scene not in scenes:
             raise FileNotFoundError(
@@ -200,7 +225,7 @@ class STCScene(torch.utils.data.Dataset):
                 f"scenes found: {', '.join(scenes) or 'none'}; {LAYOUT_HINT}"
             )
         frames = self._scan_train() if split == "train" else self._scan_test()
-        self.items: list[Frame] = _subsample(frames, frame_step, max_frames)
+        self.items: list[Frame] = _subsample(frames, self.frame_step, self.max_frames)
         self.has_masks = split == "test"
         self.paths = [self._path(f) for f in self.items]
         self.labels = np.array([f.label for f in self.items], dtype=np.int64)
