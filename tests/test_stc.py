@@ -58,9 +58,14 @@ def test_layout_manifest_and_check(stc):
         assert masks.shape == (24, 64, 96) and set(np.unique(masks)) <= {0, 1}
         assert np.array_equal(labels, masks.any(axis=(1, 2)))
         assert 0 < labels.sum() < len(labels)  # normal and abnormal frames in every test clip
-        assert clip["abnormal_frames"] == [int(np.flatnonzero(labels).min()), int(np.flatnonzero(labels).max())]
+        assert clip["abnormal_frames"] == [
+            int(np.flatnonzero(labels).min()),
+            int(np.flatnonzero(labels).max()),
+        ]
     assert scene_identity(stc, "01") == scene_identity(stc, "01") != scene_identity(stc, "02")
-    assert STC_URL in stc_download_help("/data/stc") and "/data/stc/training/videos" in stc_download_help("/data/stc")
+    assert STC_URL in stc_download_help("/data/stc") and "/data/stc/training/videos" in stc_download_help(
+        "/data/stc"
+    )
 
 
 @pytest.mark.parametrize("kind", ANOMALY_TYPES)
@@ -137,7 +142,9 @@ def test_generator_is_deterministic_atomic_and_respects_umask(stc, tmp_path):
     make_synthetic_stc(again, seed=0, **SMALL)  # complete: left alone
     assert (again / "dataset.json").stat().st_mtime_ns == stamp
     other = make_synthetic_stc(tmp_path / "again", seed=1, **SMALL)  # other parameters: replaced
-    assert (other / "training/videos/01_001.avi").read_bytes() != (stc / "training/videos/01_001.avi").read_bytes()
+    assert (other / "training/videos/01_001.avi").read_bytes() != (
+        stc / "training/videos/01_001.avi"
+    ).read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")

@@ -65,7 +65,9 @@ class NonAligned:
     fill: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.resize, int) and isinstance(self.crop, int) and 1 <= self.crop <= self.resize):
+        if not (
+            isinstance(self.resize, int) and isinstance(self.crop, int) and 1 <= self.crop <= self.resize
+        ):
             raise PadimError(
                 f"NonAligned: expected integers 1 <= crop <= resize, got resize={self.resize!r}, crop={self.crop!r}"
             )
@@ -85,8 +87,9 @@ class NonAligned:
         self, image: Image.Image, mask: Image.Image | None, place: Placement
     ) -> tuple[Image.Image, Image.Image | None]:
         """Image (any mode) -> RGB crop x crop; mask (any mode, binarised) -> "L" crop x crop in {0, 255}."""
-        out = self._geometry(to_rgb(image), place, InterpolationMode.BICUBIC, InterpolationMode.BILINEAR,
-                             (self.fill,) * 3)
+        out = self._geometry(
+            to_rgb(image), place, InterpolationMode.BICUBIC, InterpolationMode.BILINEAR, (self.fill,) * 3
+        )
         if mask is None:
             return out, None
         if mask.size != image.size:
@@ -96,8 +99,14 @@ class NonAligned:
         # nearest steps cannot create new values; the threshold only guards the invariant
         return out, Image.fromarray(((np.asarray(m) > 127) * 255).astype(np.uint8))
 
-    def _geometry(self, img: Image.Image, place: Placement, resize_mode: InterpolationMode,
-                  rotate_mode: InterpolationMode, fill) -> Image.Image:
+    def _geometry(
+        self,
+        img: Image.Image,
+        place: Placement,
+        resize_mode: InterpolationMode,
+        rotate_mode: InterpolationMode,
+        fill,
+    ) -> Image.Image:
         img = TF.resize(img, [self.resize, self.resize], interpolation=resize_mode)
         img = TF.rotate(img, place.angle, interpolation=rotate_mode, fill=fill)
         return TF.crop(img, place.top, place.left, self.crop, self.crop)
@@ -149,7 +158,9 @@ def _open(path: str) -> Image.Image:
 
 def _write(job: _Job, tmp: Path, transform: NonAligned, place: Placement) -> bool:
     """Transform and write one image (and mask); True when a mask lost its whole defect to the crop."""
-    image, mask = transform.apply(_open(job.src), None if job.src_mask is None else _open(job.src_mask), place)
+    image, mask = transform.apply(
+        _open(job.src), None if job.src_mask is None else _open(job.src_mask), place
+    )
     (tmp / job.dst).parent.mkdir(parents=True, exist_ok=True)
     image.save(tmp / job.dst, format="PNG", compress_level=1)
     if mask is None or job.dst_mask is None:

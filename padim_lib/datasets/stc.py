@@ -61,7 +61,9 @@ def _clips(folder: Path, videos: bool) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
     if videos:
-        entries = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+        entries = [
+            p for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+        ]
         return {p.stem: p for p in entries if _CLIP_NAME.fullmatch(p.stem)}
     return {n: folder / n for n in subdirs(folder) if _CLIP_NAME.fullmatch(n)}
 
@@ -92,14 +94,19 @@ def scene_identity(root: str | os.PathLike, scene: str) -> str:
     """A short fingerprint of one scene's files (names and sizes, nothing read) plus
     <root>/dataset.json when present: a cache key part that survives moving the tree."""
     root = Path(root).expanduser().resolve()
-    entries = [f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}"
-               for c, p in list_train_videos(root).items() if _scene_of(c) == scene]
+    entries = [
+        f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}"
+        for c, p in list_train_videos(root).items()
+        if _scene_of(c) == scene
+    ]
     for clip, folder in list_test_clips(root).items():
         if _scene_of(clip) != scene:
             continue
         masks = [root / "testing" / k / f"{clip}.npy" for k in ("test_pixel_mask", "test_frame_mask")]
         files = image_files(folder) + masks
-        entries += [f"{p.relative_to(root).as_posix()}\t{p.stat().st_size if p.is_file() else -1}" for p in files]
+        entries += [
+            f"{p.relative_to(root).as_posix()}\t{p.stat().st_size if p.is_file() else -1}" for p in files
+        ]
     h = hashlib.sha256(root.name.encode())
     if (root / "dataset.json").is_file():
         h.update(b"\0manifest\0" + (root / "dataset.json").read_bytes())
@@ -108,19 +115,31 @@ def scene_identity(root: str | os.PathLike, scene: str) -> str:
 
 
 # -- video --------------------------------------------------------------------------------------
+def open_video(path: str | os.PathLike):
+    """An open PyAV container with a video stream; anything else -> PadimError naming the file."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise PadimError(f"cannot read video file {path}: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise PadimError(f"video file {path} has no video stream")
+    return container
+
+
 def count_frames(path: str | os.PathLike) -> int:
     """Frames in a video, counted by demuxing (no decoding); truncation -> PadimError naming the file."""
     import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise PadimError(f"video file {path} has no video stream")
-            stream = container.streams.video[0]
-            announced = int(stream.frames or 0)
+    with open_video(path) as container:
+        stream = container.streams.video[0]
+        announced = int(stream.frames or 0)
+        try:
             sizes = [packet.size for packet in container.demux(stream)]
-    except av.error.FFmpegError as exc:
-        raise PadimError(f"cannot read video file {path}: {exc}") from exc
+        except av.error.FFmpegError as exc:
+            raise PadimError(f"cannot read video file {path}: {exc}") from exc
     # empty packets (dropped frames in AVI, the flush packet) count towards the header's total but
     # decode to nothing
     n = sum(1 for size in sizes if size)
@@ -136,14 +155,9 @@ class _Decoder:
     """Forward-only frame reader for one video; reopening only when asked for an earlier frame."""
 
     def __init__(self, path: str) -> None:
-        import av
-
         self.path = path
-        try:
-            self._container = av.open(path)
-            self._frames = self._container.decode(video=0)
-        except av.error.FFmpegError as exc:
-            raise PadimError(f"cannot read video file {path}: {exc}") from exc
+        self._container = open_video(path)
+        self._frames = self._container.decode(video=0)
         self.next_index = 0
 
     def read(self, index: int) -> Image.Image:
@@ -227,7 +241,8 @@ class STCScene(torch.utils.data.Dataset):
         frames = self._scan_train() if split == "train" else self._scan_test()
         self.items: list[Frame] = _subsample(frames, self.frame_step, self.max_frames)
         self.has_masks = split == "test"
-        self.paths = [self._path(f) for f in self.items]
+        # a test frame is its own .jpg; a training frame is named <video>#<index>
+        self.paths = [f.source if f.mask_path else f"{f.source}#{f.index}" for f in self.items]
         self.labels = np.array([f.label for f in self.items], dtype=np.int64)
         self.defect_types = [ABNORMAL if f.label else NORMAL for f in self.items]
         self.clips = [f.clip for f in self.items]
@@ -263,9 +278,6 @@ class STCScene(torch.utils.data.Dataset):
                 )
             frames += [Frame(str(f), i, clip, int(labels[i] > 0), str(pixel)) for i, f in enumerate(files)]
         return frames
-
-    def _path(self, f: Frame) -> str:
-        return f.source if self.split == "test" else f"{f.source}#{f.index}"
 
     def __len__(self) -> int:
         return len(self.items)
@@ -341,8 +353,6 @@ def check_stc_layout(
     scenes: scenes that must be present (e.g. STC_SCENES for the full set); count=True also
     demuxes every video to find truncated ones (reads every byte of the videos).
     """
-    import av
-
     root = Path(root)
     if not root.is_dir():
         return [f"{root} does not exist or is not a folder; {LAYOUT_HINT}"]
@@ -360,14 +370,9 @@ def check_stc_layout(
         problems.append(f"scene {scene}: test clips but no training videos")
     for path in videos.values():
         try:
-            if count:
-                count_frames(path)
-            else:
-                with av.open(str(path)) as container:
-                    if not container.streams.video:
-                        problems.append(f"video file {path} has no video stream")
-        except (av.error.FFmpegError, PadimError) as exc:
-            problems.append(str(exc) if isinstance(exc, PadimError) else f"cannot read video file {path}: {exc}")
+            count_frames(path) if count else open_video(path).close()
+        except PadimError as exc:
+            problems.append(str(exc))
     for clip, folder in clips.items():
         problems += _check_clip(root, clip, folder)
     return problems

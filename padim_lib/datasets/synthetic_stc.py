@@ -43,8 +43,17 @@ ANOMALY_TYPES = ("cyclist", "vehicle", "lawn", "runner")
 FPS = 25
 NOISE_SIGMA = 2.0 / 255
 CLOTHES = np.array(
-    [(0.20, 0.22, 0.30), (0.45, 0.15, 0.15), (0.75, 0.72, 0.65), (0.15, 0.30, 0.20), (0.35, 0.30, 0.25),
-     (0.10, 0.10, 0.12), (0.55, 0.55, 0.60)], np.float32)
+    [
+        (0.20, 0.22, 0.30),
+        (0.45, 0.15, 0.15),
+        (0.75, 0.72, 0.65),
+        (0.15, 0.30, 0.20),
+        (0.35, 0.30, 0.25),
+        (0.10, 0.10, 0.12),
+        (0.55, 0.55, 0.60),
+    ],
+    np.float32,
+)
 CARS = np.array([(0.85, 0.85, 0.83), (0.25, 0.27, 0.30), (0.55, 0.10, 0.10), (0.15, 0.20, 0.40)], np.float32)
 
 
@@ -131,8 +140,12 @@ def _draw(img: np.ndarray, m: _Mover, scene: _Scene, t: int) -> np.ndarray:
     parts: list[tuple[np.ndarray, tuple[float, float, float]]] = []
     if m.kind == "pedestrian":
         bob = 0.06 * s * np.sin(0.5 * t + m.phase)
-        parts.append((_coverage(_ellipse_sdf(yy, xx, (cy + bob, cx), 0.42 * s, 0.16 * s, np.pi / 2)), m.color))
-        parts.append((_coverage(np.hypot(yy - (cy - 0.55 * s + bob), xx - cx) - 0.12 * s), (0.80, 0.62, 0.50)))
+        parts.append(
+            (_coverage(_ellipse_sdf(yy, xx, (cy + bob, cx), 0.42 * s, 0.16 * s, np.pi / 2)), m.color)
+        )
+        parts.append(
+            (_coverage(np.hypot(yy - (cy - 0.55 * s + bob), xx - cx) - 0.12 * s), (0.80, 0.62, 0.50))
+        )
     elif m.kind == "cyclist":
         ang = float(np.arctan2(scene.direction[1], scene.direction[0]))
         for sign in (-1, 1):
@@ -143,8 +156,12 @@ def _draw(img: np.ndarray, m: _Mover, scene: _Scene, t: int) -> np.ndarray:
         parts.append((_coverage(np.hypot(yy - (cy - 0.45 * s), xx - cx) - 0.12 * s), (0.80, 0.62, 0.50)))
     else:  # vehicle: a box, longer than tall
         parts.append((_coverage(_rounded_rect_sdf(xx - cx, yy - cy, 0.9 * s, 0.45 * s, 0.12 * s)), m.color))
-        parts.append((_coverage(_rounded_rect_sdf(xx - cx, yy - cy + 0.15 * s, 0.55 * s, 0.15 * s, 0.05 * s)),
-                      (0.15, 0.20, 0.28)))
+        parts.append(
+            (
+                _coverage(_rounded_rect_sdf(xx - cx, yy - cy + 0.15 * s, 0.55 * s, 0.15 * s, 0.05 * s)),
+                (0.15, 0.20, 0.28),
+            )
+        )
     region = img[y0:y1, x0:x1]
     for alpha, color in parts:
         region[:] = region * (1 - alpha[..., None]) + np.asarray(color, np.float32) * alpha[..., None]
@@ -156,9 +173,18 @@ def _pedestrians(rng: np.random.Generator, scene: _Scene, n: int, h: int) -> lis
     out = []
     for _ in range(n):
         speed = float(rng.uniform(0.7, 1.5)) * (1 if rng.random() < 0.5 else -1)
-        out.append(_Mover("pedestrian", float(rng.uniform(-scene.length, scene.length)), speed,
-                          float(rng.uniform(-0.7, 0.7) * scene.half_width), h * float(rng.uniform(0.11, 0.14)),
-                          tuple(CLOTHES[rng.integers(len(CLOTHES))]), 0, float(rng.uniform(0, 2 * np.pi))))
+        out.append(
+            _Mover(
+                "pedestrian",
+                float(rng.uniform(-scene.length, scene.length)),
+                speed,
+                float(rng.uniform(-0.7, 0.7) * scene.half_width),
+                h * float(rng.uniform(0.11, 0.14)),
+                tuple(CLOTHES[rng.integers(len(CLOTHES))]),
+                0,
+                float(rng.uniform(0, 2 * np.pi)),
+            )
+        )
     return out
 
 
@@ -179,12 +205,25 @@ def _anomaly(rng: np.random.Generator, scene: _Scene, kind: str, frames: int, h:
         speed = rng.uniform(1.2, 1.6)
         offset = float(rng.choice([-1, 1])) * (scene.half_width + h * 0.16)
         size = h * 0.125
-    return _Mover("pedestrian" if kind in ("lawn", "runner") else kind, -sign * scene.length * 0.8, sign * float(speed),
-                  float(offset), float(size), tuple(float(c) for c in color), t0)
+    return _Mover(
+        "pedestrian" if kind in ("lawn", "runner") else kind,
+        -sign * scene.length * 0.8,
+        sign * float(speed),
+        float(offset),
+        float(size),
+        tuple(float(c) for c in color),
+        t0,
+    )
 
 
 def render_clip(
-    seed: int, scene: str, split: str, clip: int, frames: int, height: int, width: int,
+    seed: int,
+    scene: str,
+    split: str,
+    clip: int,
+    frames: int,
+    height: int,
+    width: int,
     anomaly: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frames (T, H, W, 3) uint8 and masks (T, H, W) bool (all False without `anomaly`)."""
@@ -237,7 +276,12 @@ def _write_avi(path: Path, video: np.ndarray) -> None:
 
 
 def _check_int(name: str, value: int, minimum: int, even: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum or (even and value % 2):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+        or (even and value % 2)
+    ):
         kind = "an even integer" if even else "an integer"
         raise PadimError(f"make_synthetic_stc: {name} must be {kind} >= {minimum}, got {value!r}")
 
@@ -261,18 +305,34 @@ def make_synthetic_stc(
     A complete set with the same parameters is left as it is; otherwise the set is built in a
     temporary folder and renamed into place.
     """
-    for name, value, lo in (("seed", seed, 0), ("scenes", scenes, 1), ("train_clips", train_clips, 1),
-                            ("test_clips", test_clips, 1), ("train_frames", train_frames, 2),
-                            ("test_frames", test_frames, 8)):
+    for name, value, lo in (
+        ("seed", seed, 0),
+        ("scenes", scenes, 1),
+        ("train_clips", train_clips, 1),
+        ("test_clips", test_clips, 1),
+        ("train_frames", train_frames, 2),
+        ("test_frames", test_frames, 8),
+    ):
         _check_int(name, value, lo)
     _check_int("height", height, 32, even=True)  # yuv420p needs even sides
     _check_int("width", width, 32, even=True)
     out = Path(out)
-    params = dict(seed=int(seed), scenes=int(scenes), train_clips=int(train_clips), test_clips=int(test_clips),
-                  train_frames=int(train_frames), test_frames=int(test_frames), height=int(height),
-                  width=int(width))
-    manifest = {"name": "padim-synthetic-stc", "generator": f"{GENERATOR} v{GENERATOR_VERSION}",
-                "generator_version": GENERATOR_VERSION, **params}
+    params = dict(
+        seed=int(seed),
+        scenes=int(scenes),
+        train_clips=int(train_clips),
+        test_clips=int(test_clips),
+        train_frames=int(train_frames),
+        test_frames=int(test_frames),
+        height=int(height),
+        width=int(width),
+    )
+    manifest = {
+        "name": "padim-synthetic-stc",
+        "generator": f"{GENERATOR} v{GENERATOR_VERSION}",
+        "generator_version": GENERATOR_VERSION,
+        **params,
+    }
     existing = read_manifest(out)
     if existing is not None and {k: v for k, v in existing.items() if k != "clips"} == manifest:
         return out
@@ -298,6 +358,9 @@ def make_synthetic_stc(
                 np.save(dirs["test_pixel_mask"] / f"{name}.npy", masks.astype(np.uint8))
                 np.save(dirs["test_frame_mask"] / f"{name}.npy", labels.astype(np.uint8))
                 hit = np.flatnonzero(labels)
-                clips[name] = {"anomaly": kind, "abnormal_frames": [int(hit.min()), int(hit.max())] if hit.size else []}
+                clips[name] = {
+                    "anomaly": kind,
+                    "abnormal_frames": [int(hit.min()), int(hit.max())] if hit.size else [],
+                }
         (tmp / "dataset.json").write_text(json.dumps({**manifest, "clips": clips}, indent=1) + "\n")
     return out
