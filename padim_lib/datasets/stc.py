@@ -91,8 +91,7 @@ def list_scenes(root: str | os.PathLike) -> list[str]:
 
 
 def scene_identity(root: str | os.PathLike, scene: str) -> str:
-    """A short fingerprint of one scene's files (names and sizes, nothing read) plus
-    <root>/dataset.json when present: a cache key part that survives moving the tree."""
+    """Fingerprint of a scene's files (names, sizes) and dataset.json: a cache key part, move-proof."""
     root = Path(root).expanduser().resolve()
     entries = [
         f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}"
