@@ -27,3 +27,34 @@ __all__ = [
     "make_synthetic",
     "open_dataset",
 ]
+
+# ShanghaiTech Campus, its synthetic stand-in and non-aligned MVTec AD (issue 11)
+from padim_lib.datasets.nonaligned import (  # noqa: E402
+    NONALIGNED_PREPROCESS,
+    NonAligned,
+    make_nonaligned,
+    nonaligned_versions,
+)
+from padim_lib.datasets.stc import (  # noqa: E402
+    STC_PREPROCESS,
+    STC_SCENES,
+    STCScene,
+    check_stc_layout,
+    list_scenes,
+    stc_download_help,
+)
+from padim_lib.datasets.synthetic_stc import make_synthetic_stc  # noqa: E402
+
+__all__ += [
+    "NONALIGNED_PREPROCESS",
+    "STC_PREPROCESS",
+    "STC_SCENES",
+    "NonAligned",
+    "STCScene",
+    "check_stc_layout",
+    "list_scenes",
+    "make_nonaligned",
+    "make_synthetic_stc",
+    "nonaligned_versions",
+    "stc_download_help",
+]
