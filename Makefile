@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml requirements.lock
 CONSTRAINTS ?=
 lock: install
 	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra dev \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) \
+	  -o requirements.lock.body
 	{ echo "# Exact versions of every package \`make book\` / \`make test\` install (the library, [book], [sweep], [dev])," ; \
 	  echo "# for Python 3.11 on x86-64 Linux, made by uv (\`make lock\`). pyproject.toml keeps the ranges." ; \
-	  $(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra dev \
-	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) \
-	    -o - ; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+	  cat requirements.lock.body ; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+	rm -f requirements.lock.body
 
 # Open the chapters in JupyterLab (the same kernel and library as `make book`).
 lab: install

@@ -117,3 +117,36 @@ def write_placeholder(chapter: Chapter) -> None:
         ),
     ]
     atomic_write(chapter.executed, lambda tmp: nbformat.write(nb, str(tmp)))
+
+
+def run_it_yourself(stem: str, **example: object) -> str:
+    """A MyST "Run it yourself" box for chapter `stem`: the `padim book` and plain papermill commands
+    that re-run it with the `example` parameters (values written as papermill's -p reads them)."""
+    import json
+
+    def value(v: object) -> str:
+        text = v if isinstance(v, str) else json.dumps(v)
+        return f"'{text}'" if any(c in text for c in " []{},\"'") else text
+
+    params = " ".join(f"-p {name} {value(v)}" for name, v in example.items())
+    # papermill's own -p reads a list as a string: lists and mappings go through -y (YAML) there
+    pm = " ".join(f"-p {name} {value(v)}" if not isinstance(v, list | tuple | dict)
+                  else f"-y '{name}: {json.dumps(v)}'" for name, v in example.items())
+    return "\n".join([
+        ":::{admonition} Run it yourself",
+        ":class: tip",
+        "With the project set up (`make book` once), re-run this chapter with other parameters:",
+        "",
+        "```bash",
+        f"padim book --only {stem} {params}".rstrip(),
+        "```",
+        "",
+        "or with plain papermill, from the repository root (then `make book` renders it):",
+        "",
+        "```bash",
+        f"papermill book/{stem}.ipynb book/_executed/{stem}.ipynb {pm}".rstrip(),
+        "```",
+        "",
+        f"`padim book --list-params {stem}` lists every parameter with its type, default and meaning.",
+        ":::",
+    ])
