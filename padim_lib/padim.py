@@ -98,9 +98,10 @@ class PaDiM(BaseEstimator, Detector):
     device: "auto" (CUDA when available) | "cpu" | "cuda[:N]". max_train: use the first N training images.
     seed: seeds the random channel choice (one torch.Generator; in "sum" mode the layers draw in order).
     accumulate_dtype: "auto" | "float64" | "float32", the fit's accumulator (see padim_lib.gaussian).
-    channels_last, backbone_dtype ("float32" | "bfloat16"): faster backbone inference, off by
-    default (padim_lib.features.FeatureExtractor); used for fit and predict alike, since a model
-    must score features made the way its Gaussians were fitted. The Gaussians stay float32/64.
+    channels_last (on by default: the same maps to float32 rounding, 1.4-1.6x faster on CPU) and
+    backbone_dtype ("float32" | "bfloat16", opt-in): backbone inference options
+    (padim_lib.features.FeatureExtractor), used for fit and predict alike, since a model must score
+    features made the way its Gaussians were fitted. The Gaussians stay float32/64.
     meta: JSON-able dict (preprocessing, data, timings) saved and loaded verbatim; the CLI fills it.
     """
 
@@ -122,7 +123,7 @@ class PaDiM(BaseEstimator, Detector):
         weights: str | os.PathLike | None = None,
         max_train: int | None = None,
         accumulate_dtype: str = "auto",
-        channels_last: bool = False,
+        channels_last: bool = True,
         backbone_dtype: str = "float32",
         progress: bool = True,
         meta: dict | None = None,
