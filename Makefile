@@ -3,20 +3,22 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+UV_VERSION ?= 0.13.9
 
 .PHONY: install test book lint browser clean lock lab
 
 # The exact versions of requirements.lock, then the project itself (its ranges are in pyproject.toml).
+# uv installs them: 3x faster than pip from an empty cache here, 35x with its cache warm (README).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
 # Re-resolve requirements.lock from pyproject.toml's ranges (uv; CONSTRAINTS=FILE caps versions, e.g. torch).
 CONSTRAINTS ?=
 lock: install
-	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra dev \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) \
 	  -o requirements.lock.body
