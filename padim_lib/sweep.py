@@ -164,7 +164,7 @@ def _preset_configs(name: str, kwargs: dict[str, Any], seeds: list[int], source:
 
 
 def expand(study: Mapping[str, Any], *, source: str = "study") -> list[Task]:
-    """The study grid (a parsed YAML mapping; its keys: README, "The study file") -> unique tasks.
+    """The study grid (a parsed YAML mapping; its keys: STUDY_KEYS; the book appendix book/scale_out.md, "The study file") -> unique tasks.
 
     `source` names the file in error messages, which also name the offending key.
     """
@@ -508,7 +508,7 @@ def run(
     On Dask each job is retried `retries` times (a worker that dies mid-task is also retried).
     `torch_threads`: torch's intra-op threads inside each job (restored after it); default: the
     worker's thread count on Dask, torch's own setting in-process. On a busy machine 1 is much
-    faster than several (OpenMP threads spin waiting for each other; README, "Measured on this machine").
+    faster than several (OpenMP threads spin waiting for each other; book/scale_out.md, "Measured on this machine").
     `task_fn` / `feature_fn` default to experiments.run_task / featcache.ensure_features; they
     must be module-level functions so Dask can send them to workers.
 
