@@ -16,7 +16,7 @@ predict throughput ours / peer (target >= 3) and predict peak memory ours / peer
 
 Memory: each side runs in a fresh process; after the features are made (and ours is fitted, its
 copy of the raw training features dropped, so both hold one copy of the training and test
-features) the process's resident-set peak (VmHWM) is reset through /proc/self/clear_refs; the
+features; both import the same modules) the process's resident-set peak (VmHWM) is reset through /proc/self/clear_refs; the
 predict peak is VmHWM at the end, and the "working" memory the peak minus the resident set just
 before predict. The resident set counts everything torch allocates on the CPU (tracemalloc sees
 none of it). The ratio is reported for both the working memory and the whole process peak.
@@ -101,13 +101,13 @@ def peer_predict(train, test, k, big_k, mode, size, sigma):
 # ----------------------------------------------------------------------------- one side
 def run_side(args) -> None:
     torch.set_num_threads(args.threads)
+    # Both sides import the same modules, so the resident sets differ by the algorithms' data only.
+    from padim_lib.baselines.spade import SPADE
     size = (args.grid * 4, args.grid * 4)
     train = make_features(args.n_train, args.grid, seed=0)
     test = make_features(args.n_test, args.grid, seed=1)
     with torch.no_grad():
         if args.side == "ours":
-            from padim_lib.baselines.spade import SPADE
-
             est = SPADE(backbone="wide_resnet50_2", layer_mode=args.mode, k=args.k, n_gallery=args.k,
                         device="cpu", progress=False)
             est.fit_features([train])

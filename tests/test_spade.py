@@ -83,13 +83,14 @@ def test_equals_brute_force_knn(mode, kappa, block, monkeypatch):
     _assert_close(scores, want_scores)
 
 
-def test_concat_with_cells_that_do_not_divide_the_grid():
-    # 7 -> 4 -> 2 cells: the nearest-exact gather path instead of the broadcast add.
+@pytest.mark.parametrize("kappa", [1, 2])
+def test_concat_with_cells_that_do_not_divide_the_grid(kappa):
+    # 7 -> 4 -> 2 cells: not nested; the nearest-exact gathers instead of the coarse-to-fine minimum.
     grids = ((7, 7), (4, 4), (2, 2))
     train, test = _features(5, 2, grids), _features(2, 3, grids)
-    est = SPADE(backbone="resnet18", k=2, n_gallery=2, kappa=2, device="cpu", progress=False)
+    est = SPADE(backbone="resnet18", k=2, n_gallery=2, kappa=kappa, device="cpu", progress=False)
     maps, scores = est.fit_features(_batches(train)).predict_features(_batches(test), SIZE)
-    want_maps, want_scores = _brute(train, test, 2, 2, 2, "concat")
+    want_maps, want_scores = _brute(train, test, 2, 2, kappa, "concat")
     _assert_close(maps, want_maps)
     _assert_close(scores, want_scores)
 

@@ -281,25 +281,22 @@ class SPADE(BaseEstimator, Detector):
         scores = dist[:, : self.k_].mean(dim=1)
         budget = knn.block_bytes(self.device_)
         gallery = [g.flatten(1, 2) for g in self.gallery_]  # (N, P_l, C_l) views
-        grids_out: list[list[torch.Tensor]] = [[] for _ in maps]
-        for b in range(len(pooled)):
-            xs = [m[b].flatten(1).T for m in maps]  # (P_l, C_l)
-            gal_index = index[b, : self.n_gallery_]
+        # One distance grid per map to smooth: the concatenation's, or each layer's ("sum").
+        out_grids = grids[:1] if self.layer_mode == "concat" else grids
+        dists: list[list[torch.Tensor]] = [[] for _ in out_grids]  # per grid, (P_l,) per image
+        for i in range(len(pooled)):
+            xs = [m[i].flatten(1).T for m in maps]  # (P_l, C_l)
+            near = index[i, : self.n_gallery_]
             if self.layer_mode == "concat":
-                d = [knn.pixel_distances_concat(
-                    xs, grids, gallery, self.gallery_sq_, gal_index, self.kappa, budget
-                )]
+                d = [knn.pixel_distances_concat(xs, grids, gallery, self.gallery_sq_, near, self.kappa, budget)]
             else:
-                d = knn.pixel_distances_per_layer(
-                    xs, gallery, self.gallery_sq_, gal_index, self.kappa, budget
-                )
-            for out, dl, grid in zip(grids_out, d, grids, strict=False):
-                out.append(dl.view(grid))
+                d = knn.pixel_distances_per_layer(xs, gallery, self.gallery_sq_, near, self.kappa, budget)
+            for acc, dl in zip(dists, d, strict=True):
+                acc.append(dl)
         total = None
-        for out in grids_out:
-            if out:
-                m = anomaly_maps(torch.stack(out), size, float(self.sigma))
-                total = m if total is None else total.add_(m)
+        for acc, grid in zip(dists, out_grids, strict=True):
+            m = anomaly_maps(torch.stack(acc).view(-1, *grid), size, float(self.sigma))
+            total = m if total is None else total.add_(m)
         return total, scores
 
     def predict_features(
