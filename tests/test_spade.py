@@ -120,11 +120,12 @@ def test_counts_below_one_are_errors_naming_the_parameter(name):
         get_method("spade").validate_params({name: 0})
 
 
-def test_kappa_beyond_the_gallery_is_an_error():
+def test_kappa_beyond_the_gallery_is_an_error_and_leaves_no_fitted_state():
+    est = SPADE(backbone="resnet18", k=2, n_gallery=2, kappa=1000, device="cpu", progress=False)
     with pytest.raises(PadimError, match=r"kappa=1000 is larger than the 128 pixel features"):
-        SPADE(backbone="resnet18", k=2, n_gallery=2, kappa=1000, device="cpu", progress=False).fit_features(
-            _batches(_features(3, 0))
-        )
+        est.fit_features(_batches(_features(3, 0)))
+    with pytest.raises(PadimError, match="not fitted"):
+        est.predict_features(_batches(_features(1, 1)), SIZE)
 
 
 def test_other_bad_parameters_and_inputs():

@@ -243,24 +243,25 @@ class SPADE(BaseEstimator, Detector):
         """Fitted state from the gallery [(N, h_l, w_l, C_l)] and the pooled features (N, C_g);
         caps k and K at N (with a warning) and checks kappa against the gallery's size."""
         n = pooled.shape[0]
-        self.gallery_ = gallery
-        self.gallery_sq_ = [g.flatten(1, 2).pow(2).sum(-1) for g in gallery]  # (N, P_l)
-        self.global_ = pooled
-        self.grids_ = [tuple(g.shape[1:3]) for g in gallery]
-        self.n_train_ = n
+        grids = [tuple(g.shape[1:3]) for g in gallery]
+        n_gallery = min(self.n_gallery, n)
+        candidates = n_gallery * min(h * w for h, w in (grids[:1] if self.layer_mode == "concat" else grids))
+        if self.kappa > candidates:  # checked before any state is set: a failed fit leaves none
+            raise PadimError(
+                f"kappa={self.kappa} is larger than the {candidates} pixel features of the gallery "
+                f"({n_gallery} images); expected kappa <= {candidates}"
+            )
         for name, value in (("k", self.k), ("n_gallery", self.n_gallery)):
             if value > n:
                 warnings.warn(
                     f"{name}={value} is larger than the {n} training images; using {name}={n}", stacklevel=4
                 )
-        self.k_, self.n_gallery_ = min(self.k, n), min(self.n_gallery, n)
-        grids = self.grids_[:1] if self.layer_mode == "concat" else self.grids_
-        candidates = self.n_gallery_ * min(h * w for h, w in grids)
-        if self.kappa > candidates:
-            raise PadimError(
-                f"kappa={self.kappa} is larger than the {candidates} pixel features of the gallery "
-                f"({self.n_gallery_} images); expected kappa <= {candidates}"
-            )
+        self.k_, self.n_gallery_ = min(self.k, n), n_gallery
+        self.gallery_ = gallery
+        self.gallery_sq_ = [g.flatten(1, 2).pow(2).sum(-1) for g in gallery]  # (N, P_l)
+        self.global_ = pooled
+        self.grids_ = grids
+        self.n_train_ = n
 
     # ----------------------------------------------------------------- predict
     def _check_fitted(self) -> None:
