@@ -28,8 +28,9 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 
-# Bytes of one block of distances (float32): a few gallery images per matrix product.
-CPU_BLOCK_BYTES = 64 * 1024**2
+# Bytes of one block of distances (float32): a few gallery images per matrix product. Fewer,
+# larger products thread better: 256 MiB (6 WR50 layer-1 images) took ~25% less CPU than 64 MiB.
+CPU_BLOCK_BYTES = 256 * 1024**2
 GPU_BLOCK_BYTES = 1024**3
 
 
