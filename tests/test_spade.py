@@ -217,3 +217,14 @@ def test_default_global_layer_is_the_deepest():
     assert default_global_layer("wide_resnet50_2") == "layer4"
     assert default_global_layer("efficientnet_lite0") == "_blocks.15"
     assert default_global_layer("efficientnet_b5") == "features.8"
+
+
+def test_registry_entry_matches_the_estimator():
+    from sklearn.base import clone
+
+    spec = get_method("spade")
+    assert spec.detector_class() is SPADE and SPADE.uses_features
+    assert spec.defaults() == {"k": 50, "n_gallery": 50, "kappa": 1, "global_layer": None}
+    assert {x: SPADE().get_params()[x] for x in spec.defaults()} == spec.defaults()
+    assert spec.reads == {"layers", "layer_mode"}
+    assert clone(SPADE(k=3, layer_mode="sum")).get_params()["k"] == 3
