@@ -25,8 +25,9 @@ none of it). The ratio is reported for both the working memory and the whole pro
         [--modes concat sum]
 
 --quick: 28/14/7 grids (112 x 112 images), K = k = 20, 24 training and 2 test images. A run of
-the default takes about 3 minutes on 2 quiet cores and about 6 GB of memory at its peak (the
-peer's concat distance matrix and gallery copies).
+the default takes about 3 minutes on 2 quiet cores (12 minutes at load 12 on 2 cores) and about
+6.5 GB of memory at its peak (the peer's concat distance matrix and gallery copies). Throughput is
+wall time of predict; the CPU-time ratio is printed beside it, less sensitive to other processes.
 """
 
 from __future__ import annotations
