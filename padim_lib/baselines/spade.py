@@ -42,12 +42,12 @@ from sklearn.base import BaseEstimator
 import padim_lib
 from padim_lib.atomic import atomic_torch_save
 from padim_lib.baselines import knn
+from padim_lib.config import check_layer_mode, check_max_train, check_sigma
 from padim_lib.detectors import Detector, get_method
 from padim_lib.errors import PadimError
-from padim_lib.padim import _FeatureStream, _ImageBatches, _layer_maps, _progress, resolve_device
 from padim_lib.postprocess import anomaly_maps
+from padim_lib.streams import FeatureStream, ImageBatches, layer_maps, progress_bar, resolve_device
 
-LAYER_MODES = ("concat", "sum")
 FORMAT = "padim_lib.spade"
 FORMAT_VERSION = 1
 
@@ -93,6 +93,7 @@ class SPADE(BaseEstimator, Detector):
         pretrained: bool = True,
         weights: str | os.PathLike | None = None,
         progress: bool = True,
+        meta: dict | None = None,
     ):
         self.backbone = backbone
         self.layers = layers
@@ -108,7 +109,7 @@ class SPADE(BaseEstimator, Detector):
         self.pretrained = pretrained
         self.weights = weights
         self.progress = progress
-        self.meta: dict = {}
+        self.meta = meta
 
     @classmethod
     def from_config(cls, config: Any, *, device: str = "auto", progress: bool = False) -> SPADE:
@@ -133,35 +134,22 @@ class SPADE(BaseEstimator, Detector):
     # ----------------------------------------------------------------- parameters
     def _check_params(self) -> None:
         """Validate the parameters; set layers_, global_layer_, device_. Errors name the parameter."""
-        from padim_lib.features import BACKBONES, available_backbones
+        from padim_lib.backbones import BACKBONES, resolve_layers
 
-        if self.backbone not in BACKBONES:
-            raise PadimError(f"backbone={self.backbone!r} is unknown; expected one of {available_backbones()}")
-        spec = BACKBONES[self.backbone]
-        layers = spec.default_layers if self.layers is None else self.layers
-        layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        if not layers or len(set(layers)) != len(layers):
-            raise PadimError(f"layers={self.layers!r}; expected distinct layer names")
+        layers = resolve_layers(self.backbone, self.layers)  # the rules every detector and the config share
         glob = default_global_layer(self.backbone) if self.global_layer is None else self.global_layer
-        for name, value in (("layers", layers), ("global_layer", (glob,))):
-            unknown = [x for x in value if x not in spec.channels]
-            if unknown:
-                raise PadimError(
-                    f"{name}={self.layers if name == 'layers' else glob!r}: backbone {self.backbone!r} has no "
-                    f"layer {unknown[0]!r}; expected names among {list(spec.channels)}"
-                )
-        if self.layer_mode not in LAYER_MODES:
-            raise PadimError(f"layer_mode={self.layer_mode!r}; expected one of {list(LAYER_MODES)}")
+        if glob not in BACKBONES[self.backbone].channels:
+            raise PadimError(f"global_layer={glob!r}: backbone {self.backbone!r} has no such layer; "
+                             f"expected names among {list(BACKBONES[self.backbone].channels)}")
+        check_layer_mode(self.layer_mode)
         for name in ("k", "n_gallery", "kappa", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise PadimError(f"{name}={value!r}; expected an integer >= 1")
-        if not (isinstance(self.sigma, (int, float)) and np.isfinite(self.sigma) and self.sigma >= 0):
-            raise PadimError(f"sigma={self.sigma!r}; expected a finite number >= 0 (0 = no smoothing)")
-        if self.max_train is not None and not (isinstance(self.max_train, int) and self.max_train >= 1):
-            raise PadimError(f"max_train={self.max_train!r}; expected None or an integer >= 1")
-        if not isinstance(self.meta, dict):
-            raise PadimError(f"meta must be a dict, got {type(self.meta).__name__}")
+        check_sigma(self.sigma)
+        check_max_train(self.max_train)
+        if self.meta is not None and not isinstance(self.meta, dict):
+            raise PadimError(f"meta={self.meta!r}; expected a dict or None")
         self.layers_ = layers
         self.global_layer_ = glob
         self.device_ = resolve_device(self.device)
@@ -187,8 +175,8 @@ class SPADE(BaseEstimator, Detector):
     def fit(self, data: Any, y: Any = None) -> SPADE:
         """Fit on training images: a Dataset of dicts (key "image"), a DataLoader, or a Tensor (N, 3, H, W)."""
         self._check_params()
-        images = _ImageBatches(data, self.batch_size, self.max_train)
-        stream = _FeatureStream(self._extractor(), images, self.device_)
+        images = ImageBatches(data, self.batch_size, self.max_train)
+        stream = FeatureStream(self._extractor(), images, self.device_)
         self._fit_stream(stream)
         self.image_size_ = stream.image_size
         return self
@@ -205,12 +193,12 @@ class SPADE(BaseEstimator, Detector):
         pooled: list[torch.Tensor] = []
         count = 0
         with torch.no_grad():
-            for feats in _progress(batches, "SPADE fit", self.progress):
+            for feats in progress_bar(batches, "SPADE fit", self.progress):
                 if self.max_train is not None and count >= self.max_train:
                     break
                 take = None if self.max_train is None else self.max_train - count
                 maps = [m[:take] for m in self._pixel_maps(feats, parts)]
-                glob = _layer_maps(feats, (self.global_layer_,))[0][:take]
+                glob = layer_maps(feats, (self.global_layer_,))[0][:take]
                 for part, m in zip(parts, maps, strict=True):
                     # Position-major (B, h, w, C): a gallery image's pixel features are one (P, C) block.
                     part.append(m.to(self.device_, torch.float32).permute(0, 2, 3, 1).contiguous())
@@ -228,7 +216,7 @@ class SPADE(BaseEstimator, Detector):
         """The pixel layers' maps of a batch, checked: finest first, same grids as the gallery's."""
         from padim_lib.features import check_layer_maps
 
-        maps = _layer_maps(feats, self.layers_)
+        maps = layer_maps(feats, self.layers_)
         check_layer_maps(maps)
         if parts and parts[0]:
             for name, m, part in zip(self.layers_, maps, parts, strict=True):
@@ -270,14 +258,14 @@ class SPADE(BaseEstimator, Detector):
 
     def _batch(self, feats: FeatureBatch, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps (B, H, W) and scores (B,) of one feature batch."""
-        maps = [m.to(self.device_, torch.float32) for m in _layer_maps(feats, self.layers_)]
+        maps = [m.to(self.device_, torch.float32) for m in layer_maps(feats, self.layers_)]
         grids = [tuple(m.shape[2:]) for m in maps]
         if grids != self.grids_:
             raise PadimError(
                 f"feature grids {grids} differ from the {self.grids_} the model was fitted on; "
                 "predict on images of the size used for fitting"
             )
-        pooled = _layer_maps(feats, (self.global_layer_,))[0].to(self.device_, torch.float32).mean(dim=(2, 3))
+        pooled = layer_maps(feats, (self.global_layer_,))[0].to(self.device_, torch.float32).mean(dim=(2, 3))
         dist, index = knn.image_knn(pooled, self.global_, max(self.k_, self.n_gallery_))
         scores = dist[:, : self.k_].mean(dim=1)
         budget = knn.block_bytes(self.device_)
@@ -314,14 +302,14 @@ class SPADE(BaseEstimator, Detector):
     def predict(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """Maps (N, H, W) float32 and image scores (N,) float32 of test images (same forms as fit)."""
         self._check_fitted()
-        images = _ImageBatches(data, self.batch_size)
-        stream = _FeatureStream(self._extractor(), images, self.device_, expected=self.image_size_)
+        images = ImageBatches(data, self.batch_size)
+        stream = FeatureStream(self._extractor(), images, self.device_, expected=self.image_size_)
         return self._predict_stream(stream, None)
 
     def _predict_stream(self, batches: Iterable[FeatureBatch], size) -> tuple[np.ndarray, np.ndarray]:
         maps, scores = [], []
         with torch.no_grad():
-            for feats in _progress(batches, "SPADE predict", self.progress):
+            for feats in progress_bar(batches, "SPADE predict", self.progress):
                 m, s = self._batch(feats, size or batches.image_size)
                 maps.append(m.to("cpu", torch.float32))
                 scores.append(s.to("cpu", torch.float32))
@@ -336,6 +324,7 @@ class SPADE(BaseEstimator, Detector):
 
         self._check_fitted()
         params = self.get_params()
+        params.pop("meta")  # saved on its own below
         params["layers"] = list(self.layers_)
         params["weights"] = None if self.weights is None else str(self.weights)
         meta = {
@@ -343,7 +332,7 @@ class SPADE(BaseEstimator, Detector):
             "image_size": None if self.image_size_ is None else list(self.image_size_),
             "versions": {"padim_lib": padim_lib.__version__, "torch": torch.__version__,
                          "torchvision": torchvision.__version__},
-            "meta": self.meta,
+            "meta": self.meta or {},
         }
         try:
             metadata = json.dumps(meta, sort_keys=True)
