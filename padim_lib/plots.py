@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Ellipse
 
 METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO (FPR ≤ 0.3)"}
@@ -196,19 +196,26 @@ def overlays(
     vmax: float | None = None,
     alpha: float = 0.5,
     suptitle: str = "",
-) -> Figure:
+    fig: Figure | SubFigure | None = None,
+    ncols: int | None = None,
+) -> Figure | SubFigure:
     """Columns = test images; rows: image with the ground truth outlined (red), anomaly map overlay.
 
     One colour scale for all maps of the figure (vmin/vmax default to their range), so brighter
     means more anomalous across the row, as the image score (max of the map) does.
+    `fig`: draw into this (sub)figure instead of a new one; `ncols` (>= the number of images) keeps
+    the columns of stacked subfigures the same width.
     """
     n = len(images)
     if len(maps) != n or (masks is not None and len(masks) != n):
         raise ValueError(f"overlays: got {n} images, {len(maps)} maps and {None if masks is None else len(masks)} masks")
+    cols = max(n, ncols or 0)
     maps_a = [np.asarray(m, dtype=np.float32) for m in maps]
     lo = float(min(m.min() for m in maps_a)) if vmin is None else vmin
     hi = float(max(m.max() for m in maps_a)) if vmax is None else vmax
-    fig, axes = plt.subplots(2, n, figsize=(2.2 * n + 1.0, 4.8), squeeze=False, layout="constrained")
+    if fig is None:
+        fig = plt.figure(figsize=(2.2 * cols + 1.0, 4.8), layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False)
     im = None
     for j in range(n):
         img = _as_hwc(images[j])
@@ -225,13 +232,33 @@ def overlays(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
+    for ax in axes[:, n:].flat:  # padding columns of a stacked subfigure
+        ax.set_visible(False)
     axes[0, 0].set_ylabel("image, truth")
     axes[1, 0].set_ylabel("anomaly map")
     if im is not None:  # an opaque colour bar: the overlay's alpha would wash it out
         bar = plt.cm.ScalarMappable(norm=im.norm, cmap=im.cmap)
-        fig.colorbar(bar, ax=axes[1, :].tolist(), shrink=0.8, label="Mahalanobis distance")
+        fig.colorbar(bar, ax=axes[1, :n].tolist(), shrink=0.8, label="Mahalanobis distance")
     if suptitle:
         fig.suptitle(suptitle)
+    return fig
+
+
+def overlay_grid(examples: Mapping[str, Mapping], *, title: str = "") -> Figure:
+    """`overlays` for several classes in one figure: one subfigure (two rows) per class, titled
+    with its name, each with its own colour scale (distances of different classes' models differ).
+
+    examples: class -> keyword arguments of `overlays` (images, maps, masks, titles), e.g. TableRun.examples.
+    """
+    if not examples:
+        raise ValueError("overlay_grid: no classes to draw")
+    cols = max(len(e["images"]) for e in examples.values())
+    fig = plt.figure(figsize=(2.2 * cols + 1.0, 4.6 * len(examples)), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(examples), 1))
+    for sub, (name, kwargs) in zip(subfigs, examples.items(), strict=True):
+        overlays(**kwargs, fig=sub, ncols=cols, suptitle=name)
+    if title:
+        fig.suptitle(title, fontweight="bold")
     return fig
 
 

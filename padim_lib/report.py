@@ -8,9 +8,12 @@ pandas Stylers (HTML tables in the book), short strings for `glue`, and MyST adm
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -225,6 +228,63 @@ def table_note(run: Any) -> str:
                 "are meaningful; read them with their intervals.\n:::\n")
     return (":::{warning}\nNot comparable with the paper: " + "; ".join(run.reasons) + ". The published "
             "figures are shown for orientation only; compare orderings, not values.\n:::\n")
+
+
+# ----------------------------------------------------------------------------- figure captions
+# A figure's caption lives in its cell's metadata, {"mystnb": {"figure": {"caption": ..., "name": "fig-..."}}}
+# (myst-nb wraps the cell's image in a numbered figure); the run-dependent part of the caption, the
+# data it was computed on, is glued text from `data_caption`, pasted with a {glue:text} role.
+
+# What a caption calls a generated set, by the generator recorded in its dataset.json.
+GENERATED_SETS = {
+    "padim_lib.datasets.synthetic": "the synthetic MVTec-like set",
+    "padim_lib.datasets.synthetic_stc": "the synthetic STC-like set",
+    "padim_lib.datasets.nonaligned": "the non-aligned (moved and rotated) set",
+}
+
+
+def dataset_name(data_root: str | os.PathLike, classes: Sequence[str] | None = None) -> str:
+    """'MVTec AD', 'the synthetic MVTec-like set', ...: the data at `data_root` as a caption names it.
+
+    A generated set is named by the generator its dataset.json records; a folder without one is
+    'MVTec AD' only when the published split counts of `classes` (None: all) match.
+    """
+    root = Path(data_root)
+    manifest = root / "dataset.json"
+    if manifest.is_file():
+        try:
+            generator = str(json.loads(manifest.read_text()).get("generator", ""))
+        except (OSError, ValueError, AttributeError):  # unreadable or not a JSON object
+            generator = ""
+        return GENERATED_SETS.get(generator.split(" v")[0], f"the generated set {root.name}")
+    from padim_lib.datasets import check_split_counts
+
+    try:
+        problems = check_split_counts(root, classes)
+    except Exception as exc:  # noqa: BLE001 - a partial or odd folder is named, not a crash
+        problems = [str(exc)]
+    return "MVTec AD" if not problems else f"the image folder {root.name}"
+
+
+def data_caption(data_root: str | os.PathLike, classes: Sequence[str] | str | None, backbone: str, *,
+                 split: str = "test", max_names: int = 5) -> str:
+    """The 'on which data' of a figure caption, e.g. 'the test images of 2 classes (brick, washer) of
+    the synthetic MVTec-like set; backbone efficientnet_lite0'. `classes` None: every class there;
+    more than `max_names` classes are counted, not named (the figure's panels name them)."""
+    if isinstance(classes, str):
+        classes = [classes]
+    if classes is None:
+        from padim_lib.datasets import list_categories
+
+        classes = list_categories(data_root)
+    names = list(dict.fromkeys(classes))
+    if len(names) == 1:
+        which = f"class {names[0]}"
+    elif len(names) <= max_names:
+        which = f"{len(names)} classes ({', '.join(names)})"
+    else:
+        which = f"{len(names)} classes"
+    return f"the {split} images of {which} of {dataset_name(data_root, names)}; backbone {backbone}"
 
 
 # ----------------------------------------------------------------------------- the method chapter
