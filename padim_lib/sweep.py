@@ -401,8 +401,12 @@ def _dask_client(scheduler: str | Client | None, local_cluster: int | None) -> I
         yield scheduler  # the caller's client: leave it open
         return
     if scheduler is not None:
+        import dask
+        from dask.utils import parse_timedelta
+
+        configured = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
         try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+            client = Client(scheduler, timeout=min(configured, SCHEDULER_TIMEOUT_S))
         except (OSError, TimeoutError) as exc:
             raise PadimError(f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}") from exc
         with client:
@@ -429,7 +433,7 @@ def check_scheduler(scheduler: Any, local_cluster: Any) -> None:
     if local_cluster is not None and (
         not isinstance(local_cluster, int) or isinstance(local_cluster, bool) or local_cluster < 1
     ):
-        raise PadimError(f"local_cluster={local_cluster!r}; expected a positive number of workers")
+        raise PadimError(f"local_cluster must be a positive number of workers, got {local_cluster!r}")
 
 
 def _describe(fut) -> str:
@@ -642,6 +646,9 @@ def run_study(
     device = study.get("device", "auto")
     if not isinstance(device, str):
         raise _study_error(str(path), "device", f"expected a string such as auto, cpu or cuda, got {device!r}")
+    from padim_lib.config import check_device
+
+    check_device(device, f"{path}: ")  # before any feature is extracted
     threads = study.get("torch_threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise _study_error(str(path), "torch_threads", f"expected a positive integer, got {threads!r}")

@@ -79,11 +79,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from padim_lib.sweep import check_scheduler, run_study
 
+    if args.local_cluster is not None and args.local_cluster < 1:
+        raise PadimError(f"--local-cluster {args.local_cluster}; expected a positive number of workers")
     try:
         check_scheduler(args.scheduler, args.local_cluster)
     except PadimError as exc:  # scheduler=... -> --scheduler ...
-        raise PadimError(re.sub(r"^(scheduler|local_cluster)=", lambda m: "--" + m.group(1).replace("_", "-") + " ",
-                                str(exc))) from exc
+        raise PadimError(re.sub(r"^scheduler=", "--scheduler ", str(exc))) from exc
     if args.results is not None:
         _check_folder(args.results, "--results")
     run_study(args.study, scheduler=args.scheduler, local_cluster=args.local_cluster, results=args.results)

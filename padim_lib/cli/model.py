@@ -121,7 +121,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     except BaseException:
         remove_empty(created)
         raise
-    print(f"fitted {config.method} on {detector.meta['n_train']} images in {detector.meta['fit_s']} s; saved {out}")
+    print(f"fitted on {detector.meta['n_train']} images in {detector.meta['fit_s']} s ({config.method}); saved {out}")
     return 0
 
 
