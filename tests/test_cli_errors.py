@@ -233,3 +233,19 @@ def test_killed_save_maps_leaves_no_partial_file_and_the_next_run_cleans_up(ws):
     assert tree(ws) - before == {"k4", "k4/maps.npz"}  # the dead writer's file is gone
     with __import__("numpy").load(ws / "k4" / "maps.npz") as arrays:
         assert arrays["maps"].shape == (4, 64, 64)
+
+
+def test_a_wrong_layout_download_names_the_archive_not_a_deleted_temporary_folder(tmp_path, http_server):
+    from test_download import MVTEC_ARCHIVE, _make_archive
+
+    from padim_lib.datasets import download
+    from padim_lib.errors import PadimError
+
+    archive, sha = _make_archive(tmp_path)
+    url = f"{http_server(archive.parent)}/{MVTEC_ARCHIVE}"
+    with pytest.raises(PadimError) as err:
+        download.download_mvtec(tmp_path / "mvtec", url=url, sha256=sha, progress=False,
+                                expected_counts={"bottle": (3, 2, 2), "zipper": (2, 1, 4)})
+    message = str(err.value)  # the archive has no zipper/: say so of the archive, not of a temporary folder
+    assert f"zipper: class folder <{MVTEC_ARCHIVE}>/zipper is missing" in message
+    assert ".padim-extract" not in message
