@@ -37,7 +37,8 @@ def tmp_prefix(path: Path) -> str:
     return f".{path.name}{TMP_MARK}{os.getpid()}@{_host()}."
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (files are created 0666 & ~umask, folders 0777 & ~umask)."""
     mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
     os.umask(mask)
     return mask
@@ -105,7 +106,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         write(tmp)
         with open(tmp, "rb") as fh:  # flush to disk before the rename makes it visible
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; outputs follow the umask
         pause = os.environ.get(PAUSE_ENV)
         if pause:
             print(f"{PAUSE_ENV}: {tmp} -> {path}", file=sys.stderr, flush=True)

@@ -97,6 +97,7 @@ BAD_INPUTS = [
     ("fit-unknown-class", ["fit", "--data", "syn", "--category", "nope", *SMALL, "--out", "m.pt"], "nope"),
     ("fit-empty-weights", [*FIT, *SMALL, "--weights", "empty.pt", "--out", "new/m.pt"], "empty.pt is empty"),
     ("fit-junk-weights", [*FIT, *SMALL, "--weights", "junk.pt", "--out", "new/m.pt"], "junk.pt"),
+    ("fit-missing-weights", [*FIT, *SMALL, "--weights", "gone.pt", "--out", "m.pt"], "--weights gone.pt: no such file"),
     ("fit-unknown-option", [*FIT, *SMALL, "--bogus", "--out", "m.pt"], "--bogus"),
     ("eval-json-existing-dir", [*EVAL, "--device", "cpu", "--json", "adir"], "--json adir: is a folder"),
     ("eval-json-under-a-file", [*EVAL, "--device", "cpu", "--json", "afile/x.json"], "--json afile/x.json"),

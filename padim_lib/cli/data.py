@@ -12,12 +12,6 @@ from padim_lib.errors import PadimError
 SYNTH_SIZES = (32, 4096)  # px; above 4096 one image alone needs >= 200 MB while it is drawn
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _check_folder(path: str, option: str) -> Path:
     """A folder to write in later (the sweep's --results): not a file, under a writable folder."""
     if not str(path).strip():
@@ -36,6 +30,7 @@ def _check_folder(path: str, option: str) -> Path:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from padim_lib.atomic import current_umask
     from padim_lib.datasets.synthetic import make_synthetic
 
     low, high = SYNTH_SIZES
@@ -54,7 +49,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         categories=args.categories,
     )
     if (out.stat().st_mode & 0o777) == 0o700:  # made by tempfile.mkdtemp, renamed into place
-        out.chmod(0o777 & ~_umask())
+        out.chmod(0o777 & ~current_umask())
     print(f"synthetic data set ready at {out}")
     return 0
 

@@ -91,6 +91,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from padim_lib.config import check_device
 
     config = _config(args)
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise PadimError(f"--weights {args.weights}: no such file; expected a local state-dict file")
     check_device(args.device, "--")
     out = check_output(args.out, "--out")
 
