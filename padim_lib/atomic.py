@@ -88,8 +88,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     The temporary name is unique (concurrent writers of one path each write their own file, and
     the last rename wins); on any error, including KeyboardInterrupt, it is removed. Stale
     temporary files of `path` (killed writers) are removed first. An OSError (a folder that
-    cannot be created or written, a full disk) becomes a PadimError naming `path`, not the
-    temporary file.
+    cannot be created or written, a full disk) is raised again with a message naming `path`,
+    not the temporary file.
     """
     path = Path(path)
     try:
@@ -99,7 +99,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         remove_stale_tmp(path)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path), suffix=".tmp")
     except OSError as exc:
-        raise PadimError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise _named(exc, path) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -115,8 +115,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise PadimError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _named(exc, path) from exc
         raise
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """The same kind of OSError, its message naming the requested `path` (not the temporary file)."""
+    return type(exc)(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def check_output(path: str | os.PathLike, option: str) -> Path:
