@@ -43,7 +43,7 @@ def _method_params(items: list[str] | None) -> dict[str, Any]:
         try:
             params[name] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise PadimError(f"--param {name}={text!r} is not a valid YAML value ({exc.problem})") from exc
+            raise PadimError(f"--param {name}={text!r} is not a valid YAML value ({getattr(exc, 'problem', None) or exc})") from exc
     return params
 
 
