@@ -250,3 +250,19 @@ def test_a_wrong_layout_download_names_the_archive_not_a_deleted_temporary_folde
     message = str(err.value)  # the archive has no zipper/: say so of the archive, not of a temporary folder
     assert f"zipper: class folder <{MVTEC_ARCHIVE}>/zipper is missing" in message
     assert ".padim-extract" not in message
+
+
+def test_an_unreachable_scheduler_fails_in_seconds_naming_its_address(ws, tmp_path):
+    import time
+
+    def timed(scheduler: str) -> tuple[float, subprocess.CompletedProcess]:
+        start = time.monotonic()
+        done = padim(["sweep", "study.yaml", "--scheduler", scheduler, "--results", str(tmp_path / "r")], ws)
+        return time.monotonic() - start, done
+
+    baseline, _ = timed("notanaddress")  # start-up and study planning only: refused before connecting
+    took, done = timed("tcp://127.0.0.1:9")
+    assert done.returncode == 2, done.stderr
+    assert "cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert took - baseline < 25  # the 10 s connect limit, not distributed's default 30 s
