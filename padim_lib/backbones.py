@@ -146,3 +146,20 @@ def embedding_size(backbone: str, layers: Sequence[str]) -> int:
     """Channels of the concatenated embedding of `layers` (resolved names) on `backbone`."""
     spec = _spec(backbone)
     return sum(spec.channels[x] for x in layers)
+
+
+def min_image_size(backbone: str, layers: Sequence[str]) -> int:
+    """Smallest image side (px) giving every layer of `layers` a feature grid of >= 1 cell:
+    the largest stride among them (e.g. 16 for Lite0's default layers, 32 with ResNet's layer4)."""
+    spec = _spec(backbone)
+    return max(spec.strides[x] for x in layers)
+
+
+def check_image_size(backbone: str, layers: Sequence[str], size: int, where: str = "") -> None:
+    """Refuse images too small for `layers` (a feature grid of 0 cells, maps that cannot be scored)."""
+    need = min_image_size(backbone, layers)
+    if size < need:
+        raise PadimError(
+            f"{where}preprocess gives {size} px images, too small for layers {list(layers)} of {backbone} "
+            f"(stride up to {need} px); expected resize (and crop) >= {need}, best a multiple of {need}"
+        )

@@ -187,6 +187,32 @@ def check_reduce(reduce: Any, backbone: str, groups: Sequence[Sequence[str]], wh
     return f"{kind}:{dim}"
 
 
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+def check_device(device: Any, where: str = "") -> str:
+    """`device` checked before any work: a name torch knows, and a CUDA device that exists here.
+
+    torch is imported only for CUDA names (their availability is the question)."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise PadimError(f"{where}device={device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if device.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise PadimError(f"{where}device={device!r}: no CUDA GPU is available here; expected 'cpu' or 'auto'")
+        index = int(device.partition(":")[2] or 0)
+        if index >= n:
+            raise PadimError(f"{where}device={device!r}: this machine has {n} CUDA device(s); expected cuda:0..cuda:{n - 1}")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise PadimError(f"{where}device='mps': the MPS backend is not available here; expected 'cpu' or 'auto'")
+    return device
+
+
 def layer_groups(layers: Sequence[str], layer_mode: str) -> tuple[tuple[str, ...], ...]:
     """One group per fitted model: all layers together ("concat") or one per layer ("sum")."""
     return (tuple(layers),) if layer_mode == "concat" else tuple((x,) for x in layers)
@@ -230,7 +256,7 @@ class ExperimentConfig:
     crop: InitVar[Any] = _UNSET
 
     def __post_init__(self, resize: int | None, crop: Any) -> None:
-        from padim_lib.backbones import resolve_layers
+        from padim_lib.backbones import check_image_size, resolve_layers
         from padim_lib.datasets.preprocess import Preprocess
         from padim_lib.detectors import OPTIONAL_FIELDS, get_method
 
@@ -265,6 +291,8 @@ class ExperimentConfig:
         object.__setattr__(self, "max_train", check_max_train(self.max_train, where))
         object.__setattr__(self, "reduce", check_reduce(self.reduce, self.backbone,
                                                         layer_groups(self.resolved_layers(), self.layer_mode), where))
+        if "layers" in spec.reads:  # a method on backbone features needs >= 1 cell on every layer
+            check_image_size(self.backbone, self.resolved_layers(), pre.size, where)
         if not isinstance(self.pretrained, bool):
             raise PadimError(f"{where}pretrained={self.pretrained!r}; expected true or false")
         if self.weights is not None and not self.pretrained:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from padim_lib.errors import PadimError
+from padim_lib.errors import PadimError, load_reason
 
 # Common configuration fields a method may read (all methods read backbone, seed, sigma, preprocess,
 # max_train, pretrained, weights). A method that does not list one of these rejects a non-default value.
@@ -108,6 +108,7 @@ class MethodSpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     reads: frozenset[str] = frozenset()
     description: str = ""
+    file_format: str = ""  # the "format" marker of the detector's saved files (load_detector dispatches on it)
     uses_seed: Callable[[Any], bool] = never  # does the seed change this configuration's numbers?
     backbones: tuple[str, ...] = ()  # the backbones the method accepts; () = any
 
@@ -238,6 +239,35 @@ def build_detector(config: Any, *, device: str = "auto", progress: bool = False)
     return get_method(config.method).detector_class().from_config(config, device=device, progress=progress)
 
 
+def load_detector(path: str | os.PathLike, device: str = "auto") -> Detector:
+    """The fitted detector saved at `path`, by the class whose `file_format` the file names.
+
+    Errors (a folder, a missing, empty, damaged or foreign file, an unknown format) name the path.
+    """
+    import torch
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise PadimError(f"model file {path} is a folder; expected a file written by `padim fit --out`")
+    if not os.path.isfile(path):
+        raise PadimError(f"model file {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise PadimError(f"model file {path} is empty (0 bytes); refit the model")
+    try:  # mmap: only the small header is read here; the class's load reads the tensors
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises many types for a damaged file (zip, pickle, EOF...)
+        raise PadimError(f"model file {path} is not readable ({load_reason(exc)})") from exc
+    marker = payload.get("format") if isinstance(payload, dict) else None
+    del payload
+    formats = {spec.file_format: spec for spec in (get_method(n) for n in method_names()) if spec.file_format}
+    if marker not in formats:
+        raise PadimError(
+            f"model file {path} has format marker {marker!r}; expected one of {sorted(formats)} "
+            "(a file written by `padim fit`)"
+        )
+    return formats[marker].detector_class().load(path, device=device)
+
+
 def _random_reduction(config: Any) -> bool:
     return config.reduce is not None and config.reduce.startswith("random")
 
@@ -252,6 +282,7 @@ def _register_builtin() -> None:
         target="padim_lib.padim:PaDiM",
         reads=frozenset({"layers", "layer_mode", "reduce", "eps"}),
         uses_seed=_random_reduction,
+        file_format="padim_lib.model",
         description="PaDiM: one Gaussian per patch position, Mahalanobis distance (Defard et al. 2020)",
     ))
     register(MethodSpec(

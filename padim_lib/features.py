@@ -76,7 +76,7 @@ from padim_lib.backbones import (  # noqa: F401  (BACKBONES & co. are re-exporte
     available_backbones,
     resolve_layers,
 )
-from padim_lib.errors import PadimError
+from padim_lib.errors import PadimError, load_reason
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,10 +120,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a file: a plain ``{name: tensor}`` dict or ``{"state_dict": ...}``."""
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path} (expected a torch state-dict file)")
+    if path.stat().st_size == 0:
+        raise PadimError(f"weights file {path} is empty (0 bytes); expected a torch state-dict file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise PadimError(f"could not read weights file {path}: {err}") from err
+        raise PadimError(f"could not read weights file {path} ({load_reason(err)})") from err
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

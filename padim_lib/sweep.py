@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import time
 import traceback
@@ -47,6 +48,8 @@ FeatureFn = Callable[..., os.PathLike | str]
 """feature_fn(spec, cache_dir, *, device, progress) -> path; see featcache.ensure_features."""
 
 DEFAULT_RETRIES = 2
+SCHEDULER_TIMEOUT_S = 10  # an unreachable scheduler fails in seconds, with its address
+_ADDRESS_RE = re.compile(r"^(([a-z][a-z0-9+]*)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 FAILURE_COLUMNS = ["task_key", "label", "error_type", "message", "traceback"]
 PRESETS = ("table1", "table2")
 STUDY_KEYS = {
@@ -144,9 +147,9 @@ def _int_list(value: Any, source: str, key: str) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
     ):
-        raise _study_error(source, key, f"expected a non-empty list of integers, got {value!r}")
+        raise _study_error(source, key, f"expected a non-empty list of integers >= 0, got {value!r}")
     return value
 
 
@@ -397,8 +400,12 @@ def _dask_client(scheduler: str | Client | None, local_cluster: int | None) -> I
         yield scheduler  # the caller's client: leave it open
         return
     if scheduler is not None:
+        import dask
+        from dask.utils import parse_timedelta
+
+        configured = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
         try:
-            client = Client(scheduler)  # waits distributed.comm.timeouts.connect (default 30 s)
+            client = Client(scheduler, timeout=min(configured, SCHEDULER_TIMEOUT_S))
         except (OSError, TimeoutError) as exc:
             raise PadimError(f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}") from exc
         with client:
@@ -413,6 +420,19 @@ def _dask_client(scheduler: str | Client | None, local_cluster: int | None) -> I
         dashboard_address="127.0.0.1:0",
     ) as cluster, Client(cluster) as client:
         yield client
+
+
+def check_scheduler(scheduler: Any, local_cluster: Any) -> None:
+    """The Dask options checked before anything is planned or written: an address
+    ("tcp://host:8786", "host:8786") and a positive number of local workers."""
+    if scheduler is not None and local_cluster is not None:
+        raise PadimError("pass either scheduler or local_cluster, not both")
+    if isinstance(scheduler, str) and not _ADDRESS_RE.match(scheduler):
+        raise PadimError(f"scheduler={scheduler!r}; expected a Dask scheduler address such as tcp://host:8786")
+    if local_cluster is not None and (
+        not isinstance(local_cluster, int) or isinstance(local_cluster, bool) or local_cluster < 1
+    ):
+        raise PadimError(f"local_cluster must be a positive number of workers, got {local_cluster!r}")
 
 
 def _describe(fut) -> str:
@@ -517,8 +537,10 @@ def run(
 
     Raises SweepError (a PadimError) after all other tasks finished when any task failed.
     """
-    if scheduler is not None and local_cluster is not None:
-        raise PadimError("pass either scheduler or local_cluster, not both")
+    from padim_lib.config import check_device
+
+    check_scheduler(scheduler, local_cluster)
+    check_device(device)  # before any folder is made or feature extracted
     if torch_threads is not None and (not isinstance(torch_threads, int) or isinstance(torch_threads, bool)
                                       or torch_threads < 1):
         raise PadimError(f"torch_threads must be a positive integer or None, got {torch_threads!r}")
@@ -621,6 +643,9 @@ def run_study(
     device = study.get("device", "auto")
     if not isinstance(device, str):
         raise _study_error(str(path), "device", f"expected a string such as auto, cpu or cuda, got {device!r}")
+    from padim_lib.config import check_device
+
+    check_device(device, f"{path}: ")  # before any feature is extracted
     threads = study.get("torch_threads")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise _study_error(str(path), "torch_threads", f"expected a positive integer, got {threads!r}")

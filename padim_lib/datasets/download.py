@@ -29,6 +29,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -82,6 +83,9 @@ def download_mvtec(
     sha256 = sha256.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise PadimError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or not (parts.netloc or parts.path):
+        raise PadimError(f"url={url!r}; expected an http(s):// (or ftp://, file://) address of the archive")
     if dest.exists() and not dest.is_dir():
         raise PadimError(f"dest {dest} exists and is not a directory")
     dest.mkdir(parents=True, exist_ok=True)
@@ -416,7 +420,9 @@ def _unpack(
             print(f"unpacking {archive} ...", file=sys.stderr)
         safe_extract(archive, tmp)
         top = _data_root(tmp, _category_names(categories, expected_counts))
-        problems = split_count_problems(top, categories, expected_counts)
+        # the temporary folder is gone when the user reads this: name the archive's tree instead
+        problems = [p.replace(str(top), f"<{archive.name}>") for p in
+                    split_count_problems(top, categories, expected_counts)]
         if problems:
             raise PadimError(
                 f"{archive} (checksum ok) does not hold the expected split sizes; nothing was moved "

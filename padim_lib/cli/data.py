@@ -1,0 +1,86 @@
+"""`padim synth`, `padim download`, `padim sweep`: data sets and study grids."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from padim_lib.errors import PadimError
+
+SYNTH_SIZES = (32, 4096)  # px; above 4096 one image alone needs >= 200 MB while it is drawn
+
+
+def _check_folder(path: str, option: str) -> Path:
+    """A folder to write in later (the sweep's --results): not a file, under a writable folder."""
+    if not str(path).strip():
+        raise PadimError(f"{option} is empty; expected a folder")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise PadimError(f"{option} {path}: is a file; expected a folder")
+    above = p
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise PadimError(f"{option} {path}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise PadimError(f"{option} {path}: cannot write in {above} (permission denied)")
+    return p
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from padim_lib.atomic import current_umask
+    from padim_lib.datasets.synthetic import make_synthetic
+
+    low, high = SYNTH_SIZES
+    if not low <= args.size <= high:
+        raise PadimError(f"--size {args.size}; expected an image side between {low} and {high} px")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PadimError(f"--out {args.out}: is a file; expected a folder for the data set")
+    out = make_synthetic(
+        args.out,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_test_good=args.n_test_good,
+        n_test_defect=args.n_test_defect,
+        size=args.size,
+        categories=args.categories,
+    )
+    if (out.stat().st_mode & 0o777) == 0o700:  # made by tempfile.mkdtemp, renamed into place
+        out.chmod(0o777 & ~current_umask())
+    print(f"synthetic data set ready at {out}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from padim_lib.datasets import download
+
+    if args.dataset != "mvtec":
+        raise PadimError(f"unknown data set {args.dataset!r}; expected 'mvtec'")
+    kwargs = {}
+    if args.url:
+        kwargs["url"] = args.url
+    if args.sha256:
+        kwargs["sha256"] = args.sha256
+    try:
+        download.download_mvtec(args.dest, **kwargs)
+    except PadimError as exc:  # url=..., sha256=...: say it with the options' names
+        raise PadimError(re.sub(r"^(url|sha256)=", r"--\1 ", str(exc))) from exc
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from padim_lib.sweep import check_scheduler, run_study
+
+    if args.local_cluster is not None and args.local_cluster < 1:
+        raise PadimError(f"--local-cluster {args.local_cluster}; expected a positive number of workers")
+    try:
+        check_scheduler(args.scheduler, args.local_cluster)
+    except PadimError as exc:  # scheduler=... -> --scheduler ...
+        raise PadimError(re.sub(r"^scheduler=", "--scheduler ", str(exc))) from exc
+    if args.results is not None:
+        _check_folder(args.results, "--results")
+    run_study(args.study, scheduler=args.scheduler, local_cluster=args.local_cluster, results=args.results)
+    return 0

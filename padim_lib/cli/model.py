@@ -1,0 +1,216 @@
+"""`padim fit` and `padim evaluate`, for every registered detector.
+
+fit: the options make an ExperimentConfig (the rules the study files follow too), the registry
+builds its detector, which is fitted on the class's training images; `meta` records the
+preprocessing, the data and its identity, and the fit time; the file is written atomically.
+evaluate: `detectors.load_detector` reads the file's format marker and loads it with the
+right class; the JSON has the same keys for every method (null pixel metrics without masks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from padim_lib.errors import PadimError
+
+
+def _cli_words(message: str) -> str:
+    """A configuration error in the command line's words: ExperimentConfig.seed=-1 -> --seed=-1."""
+    message = message.replace("ExperimentConfig.preprocess gives", "--resize/--crop give")
+    message = re.sub(r"ExperimentConfig\.params\.(\w+)=", r"--param \1=", message)
+    message = message.replace("ExperimentConfig.params.", "--param: ")
+    return re.sub(r"ExperimentConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def _method_params(items: list[str] | None) -> dict[str, Any]:
+    """--param name=value (repeatable): values read as YAML (3, 0.5, true, null, [a, b])."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise PadimError(f"--param {item!r}; expected name=value")
+        name = name.strip()
+        if name in params:
+            raise PadimError(f"--param {name} is given twice")
+        try:
+            params[name] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PadimError(f"--param {name}={text!r} is not a valid YAML value ({getattr(exc, 'problem', None) or exc})") from exc
+    return params
+
+
+def _config(args: argparse.Namespace):
+    """The ExperimentConfig of `padim fit`'s options: the one set of rules the study files use too."""
+    from padim_lib.config import ExperimentConfig
+
+    try:
+        return ExperimentConfig(
+            method=args.method,
+            backbone=args.backbone,
+            layers=tuple(args.layers) if args.layers else None,
+            layer_mode=args.layer_mode,
+            reduce=args.reduce,
+            params=_method_params(args.param),
+            seed=args.seed,
+            eps=args.eps,
+            sigma=args.sigma,
+            resize=args.resize,
+            crop=args.crop,  # 0 = no crop
+            max_train=args.max_train,
+            pretrained=not args.no_pretrained,
+            weights=args.weights,
+        )
+    except PadimError as exc:
+        raise PadimError(_cli_words(str(exc))) from exc
+
+
+# Options of the run, not of the result: a detector that lacks one refuses a non-default value.
+RUNTIME_OPTIONS = {"batch_size": 16, "channels_last": True, "backbone_dtype": "float32"}
+
+
+def _set_runtime_options(detector: Any, args: argparse.Namespace) -> None:
+    for name, default in RUNTIME_OPTIONS.items():
+        value = getattr(args, name)
+        if hasattr(detector, name):
+            setattr(detector, name, value)
+        elif value != default:
+            option = "--" + name.replace("_", "-")
+            raise PadimError(f"{option} {value}: method {args.method!r} has no such option")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from padim_lib.atomic import check_output, make_parents, remove_empty
+    from padim_lib.config import check_device
+
+    config = _config(args)
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise PadimError(f"--weights {args.weights}: no such file; expected a local state-dict file")
+    check_device(args.device, "--")
+    out = check_output(args.out, "--out")
+
+    from padim_lib.datasets import open_dataset
+    from padim_lib.detectors import build_detector
+    from padim_lib.featcache import data_identity
+
+    train = open_dataset(args.data, args.category, "train", config.preprocess)
+    identity = data_identity(args.data, args.category)
+    detector = build_detector(config, device=args.device, progress=True)
+    _set_runtime_options(detector, args)
+    created = make_parents(out, "--out")
+    try:
+        t0 = time.perf_counter()
+        detector.fit(train)
+        detector.meta = {
+            "method": config.method,
+            "config": config.to_dict(),
+            "preprocess": {"resize": config.preprocess.resize, "crop": config.preprocess.crop,
+                           "normalize": config.preprocess.normalize},
+            "category": args.category,
+            "data": str(args.data),
+            "data_identity": identity,
+            "n_train": min(len(train), config.max_train or len(train)),
+            "fit_s": round(time.perf_counter() - t0, 3),
+        }
+        detector.save(out)
+    except BaseException:
+        remove_empty(created)
+        raise
+    print(f"fitted on {detector.meta['n_train']} images in {detector.meta['fit_s']} s ({config.method}); saved {out}")
+    return 0
+
+
+def _warn_other_data(meta: dict, args: argparse.Namespace) -> None:
+    """Warn when the model was fitted on other data than it is now scored on (data identities differ)."""
+    from padim_lib.featcache import data_identity
+
+    fitted = meta.get("data_identity")
+    if not fitted:
+        return
+    now = data_identity(args.data, args.category)
+    if now != fitted:
+        warnings.warn(
+            f"model {args.model} was fitted on class {meta.get('category')!r} of {meta.get('data')} "
+            f"(data identity {fitted}) but is scored on class {args.category!r} of {args.data} "
+            f"(data identity {now}); its scores may mean nothing",
+            stacklevel=2,
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from padim_lib.atomic import atomic_write, check_output, make_parents, remove_empty
+    from padim_lib.config import check_device
+
+    check_device(args.device, "--")
+    outputs = {}
+    for option, value in (("--save-maps", args.save_maps), ("--json", args.json)):
+        if value is not None:
+            outputs[option] = check_output(value, option)
+    if len({p.resolve() for p in outputs.values()}) < len(outputs):
+        raise PadimError(f"--json and --save-maps both name {args.json}; expected two files")
+
+    from padim_lib.datasets import Preprocess, open_dataset
+    from padim_lib.detectors import load_detector
+    from padim_lib.evaluation import evaluate
+
+    detector = load_detector(args.model, device=args.device)
+    meta = getattr(detector, "meta", None) or {}
+    pre = Preprocess(**meta.get("preprocess", {}))
+    test = open_dataset(args.data, args.category, "test", pre)
+    _warn_other_data(meta, args)
+    res = evaluate(detector, test, return_maps="--save-maps" in outputs)
+    arrays = {k: res.pop(k) for k in ("maps", "scores", "labels", "masks", "paths") if k in res}
+    res.update({"method": getattr(detector, "method", meta.get("method")), "model": str(args.model),
+                "data": str(args.data), "category": args.category})
+    text = json.dumps(res, indent=2, default=float)
+
+    def write_maps(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
+            np.savez_compressed(
+                fh,
+                maps=arrays["maps"].astype(np.float32),
+                scores=np.asarray(arrays["scores"]),
+                labels=np.asarray(arrays["labels"]),
+                paths=np.asarray(arrays["paths"]),
+            )
+
+    # Every check passed: write the outputs (each atomically), then show the metrics.
+    created: list[Path] = []
+    try:
+        for option, path in outputs.items():
+            created += make_parents(path, option)
+        if "--save-maps" in outputs:
+            atomic_write(outputs["--save-maps"], write_maps)
+        if "--json" in outputs:
+            atomic_write(outputs["--json"], lambda tmp: tmp.write_text(text + "\n"))
+    except BaseException:
+        remove_empty(created)
+        raise
+    print(text)
+    return 0
+
+
+def methods_epilog() -> str:
+    """`padim fit --help`'s list of the registered methods and their own parameters."""
+    from padim_lib.detectors import get_method, method_names
+
+    lines = ["methods (--method NAME) and their parameters (--param NAME=VALUE):"]
+    for name in method_names():
+        spec = get_method(name)
+        lines.append(f"  {name}: {spec.description}")
+        reads = ", ".join(f"--{x.replace('_', '-')}" for x in sorted(spec.reads)) or "none"
+        lines.append(f"      reads the common options: {reads}")
+        for pname, param in spec.params.items():
+            lines.append(f"      {pname}={param.default!r}: {param.help}")
+        if not spec.params:
+            lines.append("      (no own parameters)")
+    return "\n".join(lines)
