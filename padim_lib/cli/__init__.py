@@ -68,8 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=lambda **kw: _Parser(
         parents=[debug], **kw))
 
-    p = sub.add_parser("synth", help="generate the synthetic MVTec-like data set")
-    p.add_argument("--out", default="data/synthetic", help="folder of the data set")
+    p = sub.add_parser("synth", help="generate a synthetic data set (MVTec-like, STC-like, or a non-aligned copy)")
+    p.add_argument("--kind", default="mvtec", choices=["mvtec", "stc", "nonaligned"],
+                   help="mvtec: the MVTec-like image set; stc: short ShanghaiTech-Campus-like clips; "
+                        "nonaligned: rotated and randomly cropped copies of --src, one per --seeds value")
+    p.add_argument("--out", default=None, help="folder of the data set (default: data/synthetic, "
+                   "data/synthetic_stc, data/nonaligned)")
+    p.add_argument("--src", default="data/synthetic", help="nonaligned: the MVTec-layout tree to transform")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="nonaligned: one version per seed")
+    p.add_argument("--scenes", type=int, default=2, help="stc: number of scenes")
     p.add_argument("--seed", type=int, default=0, help="seed of every drawn image")
     p.add_argument("--n-train", type=int, default=60, help="training images per class")
     p.add_argument("--n-test-good", type=int, default=10, help="defect-free test images per class")
@@ -78,9 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", nargs="+", default=None, help="subset of the synthetic classes (default: all)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("download", help="download a data set (MVTec AD)")
-    p.add_argument("dataset", choices=["mvtec"], help="the data set")
-    p.add_argument("--dest", default="data/mvtec", help="folder that will hold the class folders")
+    p = sub.add_parser("download", help="download MVTec AD, the paper's backbone weights, or check an STC folder")
+    p.add_argument("dataset", choices=["mvtec", "weights", "stc"],
+                   help="mvtec: the archive, checked and extracted; weights: torchvision ImageNet weights into "
+                        "torch's cache; stc: where to get ShanghaiTech Campus, and a check of the folder")
+    p.add_argument("names", nargs="*", default=[],
+                   help="weights: backbone names (default: resnet18 wide_resnet50_2 efficientnet_b5)")
+    p.add_argument("--dest", default=None, help="mvtec: folder for the class folders (default: data/mvtec); "
+                   "stc: the folder to check (default: data/stc)")
     p.add_argument("--url", default=None, help="override the archive's address (mirrors, tests)")
     p.add_argument("--sha256", default=None, help="override the expected SHA-256 of the archive")
     p.set_defaults(func=cmd_download)

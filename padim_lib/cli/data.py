@@ -33,6 +33,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from padim_lib.atomic import current_umask
     from padim_lib.datasets.synthetic import make_synthetic
 
+    if args.kind == "stc":
+        return _synth_stc(args)
+    if args.kind == "nonaligned":
+        return _synth_nonaligned(args)
+    args.out = args.out or "data/synthetic"
     low, high = SYNTH_SIZES
     if not low <= args.size <= high:
         raise PadimError(f"--size {args.size}; expected an image side between {low} and {high} px")
@@ -54,11 +59,53 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_stc(args: argparse.Namespace) -> int:
+    from padim_lib.datasets.synthetic_stc import make_synthetic_stc
+
+    if args.scenes < 1:
+        raise PadimError(f"--scenes {args.scenes}; expected at least 1 scene")
+    out = _check_folder(args.out or "data/synthetic_stc", "--out")
+    print(f"synthetic STC-layout set ready at {make_synthetic_stc(out, seed=args.seed, scenes=args.scenes)}")
+    return 0
+
+
+def _synth_nonaligned(args: argparse.Namespace) -> int:
+    from padim_lib.datasets.nonaligned import nonaligned_versions
+
+    src = Path(args.src)
+    if not src.is_dir():
+        raise PadimError(f"--src {args.src}: no such folder; expected an MVTec-layout data set")
+    if any(s < 0 for s in args.seeds):
+        raise PadimError(f"--seeds {args.seeds}; expected integers >= 0")
+    out = _check_folder(args.out or "data/nonaligned", "--out")
+    for root in nonaligned_versions(src, out, seeds=args.seeds, classes=args.categories):
+        print(f"non-aligned version ready at {root}")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from padim_lib.datasets import download
 
-    if args.dataset != "mvtec":
-        raise PadimError(f"unknown data set {args.dataset!r}; expected 'mvtec'")
+    if args.dataset == "weights":
+        from padim_lib.weights import download_weights
+
+        download_weights(args.names or None)
+        return 0
+    if args.names:
+        raise PadimError(f"padim download {args.dataset}: unexpected names {args.names}; names go with 'weights'")
+    if args.dataset == "stc":
+        from padim_lib.datasets.stc import STC_SCENES, check_stc_layout, stc_download_help
+
+        root = args.dest or "data/stc"
+        print(stc_download_help(root))
+        problems = check_stc_layout(root, scenes=STC_SCENES) if Path(root).is_dir() else [f"{root}: no such folder"]
+        for problem in problems:
+            print(f"  - {problem}")
+        if problems:
+            raise PadimError(f"{root}: not a usable ShanghaiTech Campus folder yet ({len(problems)} problems above)")
+        print(f"{root}: the STC layout is complete")
+        return 0
+    args.dest = args.dest or "data/mvtec"
     kwargs = {}
     if args.url:
         kwargs["url"] = args.url
