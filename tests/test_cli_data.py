@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_features import _closed_port_url, _served_resnet18  # the loopback-server helpers
 from torchvision.models import ResNet18_Weights
 
 from padim_lib.cli import main
 from padim_lib.runner import paper_inputs_problems, resolve_profile
 from padim_lib.weights import cached_weights
-from test_features import _closed_port_url, _served_resnet18  # the loopback-server helpers
 
 
 @pytest.fixture
