@@ -27,7 +27,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from padim_lib import sweep  # noqa: E402
+from padim_lib import study, sweep  # noqa: E402
 
 
 def noop_features(spec, cache_dir, *, device="auto", progress=True) -> str:
@@ -42,16 +42,16 @@ def noop_task(task, cache_dir, *, device, bootstrap, feature_paths):
 
 def study_tasks(path: Path, classes: list[str] | None, seeds: int | None, max_train: int | None,
                 bootstrap: int | None):
-    study = sweep.load_study(path)
+    spec = study.load_study(path)
     if bootstrap is not None:
-        study["bootstrap"] = bootstrap
+        spec["bootstrap"] = bootstrap
     if classes:
-        study["classes"] = classes
+        spec["classes"] = classes
     if seeds is not None:
-        study["seeds"] = list(range(seeds))
+        spec["seeds"] = list(range(seeds))
     if max_train is not None:
-        study["base"] = {**(study.get("base") or {}), "max_train": max_train}
-    return study, sweep.expand(study, source=str(path))
+        spec["base"] = {**(spec.get("base") or {}), "max_train": max_train}
+    return spec, study.expand(spec, source=str(path))
 
 
 def timed(fn, *args, **kwargs) -> float:
@@ -72,11 +72,11 @@ def load() -> str:
 
 
 def bench_study(args: argparse.Namespace, scratch: Path) -> None:
-    study, tasks = study_tasks(args.study, args.classes, args.seeds, args.max_train, args.bootstrap)
+    spec, tasks = study_tasks(args.study, args.classes, args.seeds, args.max_train, args.bootstrap)
     n_features = len({s for t in tasks for s in t.feature_specs()})
     print(f"study {args.study.name}: {len(tasks)} tasks, {n_features} feature jobs, "
-          f"classes {sorted({t.category for t in tasks})}, bootstrap {study.get('bootstrap', 200)}", flush=True)
-    common = dict(device=study.get("device", "auto"), bootstrap=study.get("bootstrap", 200), progress=args.progress)
+          f"classes {sorted({t.category for t in tasks})}, bootstrap {spec.get('bootstrap', 200)}", flush=True)
+    common = dict(device=spec.get("device", "auto"), bootstrap=spec.get("bootstrap", 200), progress=args.progress)
     before = load()
     wall_local = timed(sweep.run, tasks, scratch / "inproc", torch_threads=args.torch_threads, **common)
     threads = args.torch_threads or f"torch default {torch_default_threads()}"
@@ -103,11 +103,11 @@ def bench_overhead(args: argparse.Namespace, scratch: Path) -> None:
     from padim_lib.config import ExperimentConfig
     from padim_lib.datasets.folder import list_categories
 
-    data_root = sweep.load_study(args.study)["data_root"]
+    data_root = study.load_study(args.study)["data_root"]
     # Distinct configurations (eps differs) on one class: N distinct task keys, 2 feature jobs.
     configs = [ExperimentConfig(eps=0.01 + i * 1e-6, label=f"noop {i}") for i in range(args.noop_tasks)]
     category = list_categories(data_root)[0]
-    tasks = sweep.make_tasks(data_root, [category], configs)
+    tasks = study.make_tasks(data_root, [category], configs)
     kw = dict(task_fn=noop_task, feature_fn=noop_features, progress=False, bootstrap=0)
     wall_in = timed(sweep.run, tasks, scratch / "noop-inproc", **kw)
     t0 = time.perf_counter()

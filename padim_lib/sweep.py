@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import sys
 import time
 import traceback
@@ -34,11 +33,11 @@ import pandas as pd
 
 from padim_lib.errors import PadimError
 from padim_lib.results import ResultStore
+from padim_lib.sweep_dask import _dask_client, _run_on_dask, check_scheduler
 
 if TYPE_CHECKING:  # the heavy modules (torch) are imported only when a sweep runs
     from distributed import Client
 
-    from padim_lib.config import ExperimentConfig
     from padim_lib.experiments import Task
     from padim_lib.featcache import FeatureSpec
 
@@ -48,24 +47,7 @@ FeatureFn = Callable[..., os.PathLike | str]
 """feature_fn(spec, cache_dir, *, device, progress) -> path; see featcache.ensure_features."""
 
 DEFAULT_RETRIES = 2
-SCHEDULER_TIMEOUT_S = 10  # an unreachable scheduler fails in seconds, with its address
-_ADDRESS_RE = re.compile(r"^(([a-z][a-z0-9+]*)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 FAILURE_COLUMNS = ["task_key", "label", "error_type", "message", "traceback"]
-PRESETS = ("table1", "table2")
-STUDY_KEYS = {
-    "name": "free text, shown in the progress line",
-    "description": "free text",
-    "data_root": "data set root in the MVTec AD layout (required)",
-    "results": "result directory (default: results)",
-    "features": "feature cache directory (default: <results>/features)",
-    "classes": '"all" or a list of class names (default: all)',
-    "seeds": "seeds for configurations that use one, i.e. random projections (default: [0])",
-    "device": "auto, cpu, cuda, cuda:N (default: auto)",
-    "bootstrap": "bootstrap replicates over test images (default: 200)",
-    "torch_threads": "torch threads per task (default: torch's own in-process, the worker's threads on Dask)",
-    "base": "ExperimentConfig fields shared by every configuration",
-    "configurations": "list of presets (table1, table2) or ExperimentConfig field mappings (required)",
-}
 
 
 class SweepError(PadimError):
@@ -80,140 +62,6 @@ class SweepError(PadimError):
 # ---------------------------------------------------------------------------------------------
 # Grid expansion
 # ---------------------------------------------------------------------------------------------
-def _categories(data_root: str | os.PathLike, categories: str | Sequence[str]) -> list[str]:
-    from padim_lib.datasets.folder import list_categories
-
-    if not Path(data_root).is_dir():
-        raise FileNotFoundError(f"data root {data_root} does not exist or is not a directory")
-    available = list_categories(data_root)
-    if isinstance(categories, str):
-        if categories != "all":
-            categories = [categories]
-        else:
-            if not available:
-                raise PadimError(f"data root {data_root} has no class folders with train/good")
-            return available
-    categories = list(categories)
-    unknown = [c for c in categories if c not in available]
-    if unknown:
-        raise PadimError(f"classes {unknown} are not in data root {data_root}; available: {available}")
-    if not categories:
-        raise PadimError("categories is empty; expected 'all' or at least one class name")
-    return categories
-
-
-def _with_seeds(configs: Sequence[ExperimentConfig], seeds: Sequence[int] | None) -> list[ExperimentConfig]:
-    out: list[ExperimentConfig] = []
-    for cfg in configs:
-        if not cfg.uses_seed():
-            out.append(cfg.replace(seed=0))
-        elif seeds is None:
-            out.append(cfg)
-        else:
-            out.extend(cfg.replace(seed=int(s)) for s in seeds)
-    return out
-
-
-def make_tasks(
-    data_root: str | os.PathLike,
-    categories: str | Sequence[str],
-    configs: Sequence[ExperimentConfig],
-    seeds: Sequence[int] | None = None,
-) -> list[Task]:
-    """Expand classes x configurations (x seeds, for configs that use one) into unique tasks.
-
-    `categories` is "all" (every class under `data_root`) or a list. Configurations that ignore the
-    seed (`uses_seed()` false) run once, with seed 0. With `seeds=None` every config keeps its own
-    seed. Tasks with the same key compute the same numbers and are kept once (the first one):
-    e.g. Table I's "PaDiM" and Table II's "all" are one task, so select rows by `config_key`.
-    """
-    from padim_lib.experiments import Task
-
-    cats = _categories(data_root, categories)
-    expanded = _with_seeds(configs, seeds)
-    tasks: dict[str, Task] = {}
-    for category in cats:
-        for cfg in expanded:
-            task = Task(str(data_root), category, cfg)
-            tasks.setdefault(task.key(), task)
-    return list(tasks.values())
-
-
-def _study_error(source: str, key: str, message: str) -> PadimError:
-    return PadimError(f"{source}: {key}: {message}")
-
-
-def _int_list(value: Any, source: str, key: str) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
-    ):
-        raise _study_error(source, key, f"expected a non-empty list of integers >= 0, got {value!r}")
-    return value
-
-
-def _preset_configs(name: str, kwargs: dict[str, Any], seeds: list[int], source: str, where: str):
-    from padim_lib import experiments
-
-    if name not in PRESETS:
-        raise _study_error(source, where, f"unknown preset {name!r}; expected one of {list(PRESETS)}")
-    try:
-        if name == "table1":
-            return experiments.table1_configs(**kwargs)
-        return experiments.table2_configs(**{"seeds": seeds, **kwargs})
-    except (TypeError, ValueError) as exc:
-        raise _study_error(source, where, f"preset {name}: {exc}") from exc
-
-
-def expand(study: Mapping[str, Any], *, source: str = "study") -> list[Task]:
-    """The study grid (a parsed YAML mapping; its keys: STUDY_KEYS; the book appendix book/scale_out.md, "The study file") -> unique tasks.
-
-    `source` names the file in error messages, which also name the offending key.
-    """
-    from padim_lib.config import ExperimentConfig
-
-    if not isinstance(study, Mapping):
-        raise PadimError(f"{source}: expected a mapping of study keys, got {type(study).__name__}")
-    unknown = sorted(set(study) - set(STUDY_KEYS))
-    if unknown:
-        raise _study_error(source, unknown[0], f"unknown key; expected one of {sorted(STUDY_KEYS)}")
-    if not study.get("data_root"):
-        raise _study_error(source, "data_root", "missing; expected the data set root")
-    classes = study.get("classes", "all")
-    if not (classes == "all" or (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes))):
-        raise _study_error(source, "classes", f'expected "all" or a list of class names, got {classes!r}')
-    seeds = _int_list(study.get("seeds", [0]), source, "seeds")
-    base = study.get("base") or {}
-    if not isinstance(base, Mapping):
-        raise _study_error(source, "base", f"expected a mapping of ExperimentConfig fields, got {base!r}")
-    entries = study.get("configurations")
-    if not isinstance(entries, list) or not entries:
-        raise _study_error(source, "configurations", "expected a non-empty list of presets or field mappings")
-
-    configs: list[ExperimentConfig] = []
-    for i, entry in enumerate(entries):
-        where = f"configurations[{i}]"
-        if isinstance(entry, str):
-            entry = {"preset": entry}
-        if not isinstance(entry, Mapping):
-            raise _study_error(source, where, f"expected a preset name or a mapping, got {entry!r}")
-        fields = {**base, **entry}
-        entry_seeds = _int_list(fields.pop("seeds"), source, f"{where}.seeds") if "seeds" in fields else seeds
-        preset = fields.pop("preset", None)
-        if preset is not None:
-            group = _preset_configs(preset, fields, entry_seeds, source, where)
-        else:
-            try:
-                group = [ExperimentConfig.from_dict(fields)]
-            except (TypeError, ValueError) as exc:
-                raise _study_error(source, where, str(exc)) from exc
-        configs.extend(_with_seeds(group, entry_seeds))
-    try:
-        return make_tasks(study["data_root"], classes, configs, seeds=None)
-    except (PadimError, FileNotFoundError) as exc:
-        key = "data_root" if isinstance(exc, FileNotFoundError) else "classes"
-        raise _study_error(source, key, str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,118 +240,6 @@ def _run_in_process(plan, store, cache_dir, device, bootstrap, task_fn, feature_
     return failures
 
 
-@contextlib.contextmanager
-def _dask_client(scheduler: str | Client | None, local_cluster: int | None) -> Iterator[Client]:
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None and not isinstance(scheduler, str):
-        yield scheduler  # the caller's client: leave it open
-        return
-    if scheduler is not None:
-        import dask
-        from dask.utils import parse_timedelta
-
-        configured = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
-        try:
-            client = Client(scheduler, timeout=min(configured, SCHEDULER_TIMEOUT_S))
-        except (OSError, TimeoutError) as exc:
-            raise PadimError(f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}") from exc
-        with client:
-            yield client
-        return
-    if not isinstance(local_cluster, int) or isinstance(local_cluster, bool) or local_cluster < 1:
-        raise PadimError(f"local_cluster must be a positive number of workers, got {local_cluster!r}")
-    # One thread per worker process: torch gets one core each, and a worker that dies takes one task.
-    # Everything listens on 127.0.0.1 only (the dashboard too, on a free port).
-    with LocalCluster(
-        n_workers=local_cluster, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-    ) as cluster, Client(cluster) as client:
-        yield client
-
-
-def check_scheduler(scheduler: Any, local_cluster: Any) -> None:
-    """The Dask options checked before anything is planned or written: an address
-    ("tcp://host:8786", "host:8786") and a positive number of local workers."""
-    if scheduler is not None and local_cluster is not None:
-        raise PadimError("pass either scheduler or local_cluster, not both")
-    if isinstance(scheduler, str) and not _ADDRESS_RE.match(scheduler):
-        raise PadimError(f"scheduler={scheduler!r}; expected a Dask scheduler address such as tcp://host:8786")
-    if local_cluster is not None and (
-        not isinstance(local_cluster, int) or isinstance(local_cluster, bool) or local_cluster < 1
-    ):
-        raise PadimError(f"local_cluster must be a positive number of workers, got {local_cluster!r}")
-
-
-def _describe(fut) -> str:
-    if fut.status == "error":
-        exc = fut.exception()
-        return f"{type(exc).__name__}: {exc}"
-    return f"job {fut.status}"
-
-
-def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn, progress, client, retries,
-                 threads):
-    from distributed import as_completed
-
-    results_dir = str(store.directory)
-    # Deterministic keys: two clients on one scheduler share a job instead of running it twice.
-    ffuts = {
-        fkey: client.submit(_feature_job, spec, cache_dir, device, feature_fn, threads,
-                            key=f"padim-features-{fkey}", retries=retries, pure=False)
-        for fkey, spec in plan.specs.items()
-    }
-    tfuts = {
-        key: client.submit(_task_job, task, key, results_dir, cache_dir, device, bootstrap, task_fn, threads,
-                           *[ffuts[f] for f in plan.deps[key]],
-                           key=f"padim-task-{key}", retries=retries, pure=False)
-        for key, task in plan.todo
-    }
-    labels = {f.key: f"features {s.category} {s.split} {s.backbone}" for f, s in
-              ((ffuts[k], plan.specs[k]) for k in ffuts)}
-    labels.update({tfuts[k].key: task_label(t) for k, t in plan.todo})
-    store_keys = {f.key: k for k, f in {**ffuts, **tfuts}.items()}
-    ours = set(labels)
-    failures: list[dict] = []
-    pending = as_completed(list(ffuts.values()) + list(tfuts.values()))
-    try:
-        while not pending.is_empty():
-            # Feature jobs sort first ("padim-features-" < "padim-task-"), so a failed feature job is
-            # reported before the tasks that fail because of it.
-            for fut in sorted(pending.next_batch(block=False), key=lambda f: f.key):
-                label, key = labels[fut.key], store_keys[fut.key]
-                is_task = fut.key.startswith("padim-task-")
-                # A task's rows in the store are the proof of completion, even when the worker that
-                # held its (tiny) result died afterwards and Dask now calls the result lost.
-                if fut.status == "finished" or (is_task and store.has(key, bootstrap)):
-                    progress.done()
-                    continue
-                if fut.status in ("lost", "pending"):  # its worker died after it finished: Dask recomputes it
-                    pending.add(fut)
-                    continue
-                dead = [f for f in plan.deps.get(key, []) if is_task and ffuts[f].status in ("error", "cancelled")]
-                if dead:  # Dask hands the dependency's error down: name the real cause
-                    cause = ffuts[dead[0]]
-                    exc: BaseException = PadimError(
-                        f"feature extraction failed: {labels[cause.key]}: {_describe(cause)}")
-                    tb = ""
-                elif fut.status == "error":
-                    exc, tb = fut.exception(), "".join(traceback.format_tb(fut.traceback()))
-                else:  # cancelled or lost: the scheduler went away or released it
-                    exc, tb = PadimError(f"job {fut.key} was {fut.status} by the Dask scheduler"), ""
-                failures.append(_failure(key if is_task else f"features-{key}", label, exc, tb))
-                progress.fail(label, type(exc).__name__, str(exc))
-            if not pending.is_empty():
-                processing = client.processing()
-                progress.set_running(sum(1 for keys in processing.values() for k in keys if k in ours))
-                time.sleep(0.2)
-    finally:
-        progress.set_running(0)
-        # Release our futures so the scheduler forgets them (and cancels any still queued on interrupt).
-        client.cancel(list(ffuts.values()) + list(tfuts.values()))
-    return failures
-
-
 def run(
     tasks: Sequence[Task],
     results_dir: str | os.PathLike,
@@ -600,66 +336,3 @@ def run(
             rows=rows,
         )
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Study files
-# ---------------------------------------------------------------------------------------------
-def load_study(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a study YAML file into a mapping (errors name the file)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"study file {path} does not exist")
-    try:
-        study = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PadimError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(study, dict):
-        raise PadimError(f"{path}: expected a mapping of study keys at the top level, got {type(study).__name__}")
-    return study
-
-
-def run_study(
-    path: str | os.PathLike,
-    scheduler: str | Client | None = None,
-    local_cluster: int | None = None,
-    results: str | os.PathLike | None = None,
-    *,
-    progress: bool = True,
-    task_fn: TaskFn | None = None,
-    feature_fn: FeatureFn | None = None,
-) -> pd.DataFrame:
-    """Run the study described by a YAML file (`padim sweep`); relative paths are relative to the cwd.
-
-    `results` overrides the file's `results` directory.
-    """
-    study = load_study(path)
-    tasks = expand(study, source=str(path))
-    bootstrap = study.get("bootstrap", 200)
-    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
-        raise _study_error(str(path), "bootstrap", f"expected a non-negative integer, got {bootstrap!r}")
-    device = study.get("device", "auto")
-    if not isinstance(device, str):
-        raise _study_error(str(path), "device", f"expected a string such as auto, cpu or cuda, got {device!r}")
-    from padim_lib.config import check_device
-
-    check_device(device, f"{path}: ")  # before any feature is extracted
-    threads = study.get("torch_threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise _study_error(str(path), "torch_threads", f"expected a positive integer, got {threads!r}")
-    results_dir = results if results is not None else study.get("results", "results")
-    return run(
-        tasks,
-        results_dir,
-        scheduler=scheduler,
-        local_cluster=local_cluster,
-        device=device,
-        bootstrap=bootstrap,
-        progress=progress,
-        cache_dir=study.get("features"),
-        torch_threads=threads,
-        task_fn=task_fn,
-        feature_fn=feature_fn,
-    )

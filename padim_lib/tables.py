@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from padim_lib import experiments, stats, sweep
+from padim_lib import experiments, stats, study, sweep
 from padim_lib.config import ExperimentConfig, parse_reduce
 from padim_lib.datasets import CLASSES, Preprocess, category_kinds, check_split_counts
 from padim_lib.errors import PadimError
@@ -238,7 +238,7 @@ def run_table(
     configs = table_configs(table, backbone=backbone, layers=layers, dims=dims, seeds=seeds, preprocess=preprocess,
                             sigma=sigma, eps=eps, max_train=max_train)
     chosen = as_list(classes)
-    tasks = sweep.make_tasks(data_root, "all" if chosen is None else chosen, configs)
+    tasks = study.make_tasks(data_root, "all" if chosen is None else chosen, configs)
     if progress:
         names = list(dict.fromkeys(t.category for t in tasks))
         print(f"{table}: {len(tasks)} tasks ({len(configs)} configurations x {len(names)} classes: "

@@ -18,7 +18,7 @@ import pytest
 import torch
 from sklearn.base import BaseEstimator, clone
 
-from padim_lib import detectors, sweep
+from padim_lib import detectors, study, sweep
 from padim_lib.config import ExperimentConfig
 from padim_lib.datasets import make_synthetic
 from padim_lib.detectors import Detector, MethodSpec, Param, at_least
@@ -120,7 +120,7 @@ def test_run_task_runs_the_toy_method(data, tmp_path):
 def test_sweep_in_process_on_a_local_pool_and_on_a_local_cluster_agree(data, tmp_path, monkeypatch):
     # Workers are new processes: the spec travels with each task, the module by its name.
     monkeypatch.syspath_prepend(str(HERE))
-    tasks = sweep.make_tasks(data, ["brick"], [_config(), _config(params={"scale": 2.0})])
+    tasks = study.make_tasks(data, ["brick"], [_config(), _config(params={"scale": 2.0})])
     assert all(t.feature_specs() == () for t in tasks)
     local = sweep.run(tasks, tmp_path / "a", device="cpu", bootstrap=3, progress=False)
     dask_rows = sweep.run(tasks, tmp_path / "b", device="cpu", bootstrap=3, progress=False, local_cluster=1)

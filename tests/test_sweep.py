@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from padim_lib import sweep
+from padim_lib import study, sweep
 from padim_lib.config import ExperimentConfig
 from padim_lib.errors import PadimError
 from padim_lib.results import ResultStore
@@ -124,7 +124,7 @@ CONFIGS = (
 
 @pytest.fixture(scope="module")
 def tasks(fake_root):
-    return sweep.make_tasks(fake_root, "all", CONFIGS, seeds=[0, 1])  # 3 classes x (1 + 2 + 1) = 12
+    return study.make_tasks(fake_root, "all", CONFIGS, seeds=[0, 1])  # 3 classes x (1 + 2 + 1) = 12
 
 
 def _cache(tmp_path: Path, **control) -> Path:
@@ -161,14 +161,14 @@ def test_make_tasks_expands_seeds_only_where_used(fake_root, tasks):
            for t in tasks}
     assert per[("beta", "Rd 10")] == [0, 1] and per[("beta", "PCA 10")] == [0] and per[("beta", "Layer 1")] == [0]
     # A seed on a config that ignores it is normalised away; repeated configs collapse.
-    again = sweep.make_tasks(fake_root, ["beta"], [CONFIGS[2].replace(seed=7), CONFIGS[2], CONFIGS[1]], seeds=[3])
+    again = study.make_tasks(fake_root, ["beta"], [CONFIGS[2].replace(seed=7), CONFIGS[2], CONFIGS[1]], seeds=[3])
     assert [(t.config.label, t.config.seed) for t in again] == [("PCA 10", 0), ("Rd 10", 3)]
     # seeds=None keeps each config's own seed.
-    assert [t.config.seed for t in sweep.make_tasks(fake_root, ["beta"], [CONFIGS[1].replace(seed=5)])] == [5]
+    assert [t.config.seed for t in study.make_tasks(fake_root, ["beta"], [CONFIGS[1].replace(seed=5)])] == [5]
     with pytest.raises(PadimError, match=r"\['delta'\].*available"):
-        sweep.make_tasks(fake_root, ["beta", "delta"], CONFIGS)
+        study.make_tasks(fake_root, ["beta", "delta"], CONFIGS)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        sweep.make_tasks(fake_root / "nowhere", "all", CONFIGS)
+        study.make_tasks(fake_root / "nowhere", "all", CONFIGS)
 
 
 def _write_study(tmp_path: Path, fake_root: Path, **overrides) -> Path:
@@ -195,11 +195,11 @@ def _write_study(tmp_path: Path, fake_root: Path, **overrides) -> Path:
 def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
     from padim_lib import experiments
 
-    study = sweep.load_study(_write_study(tmp_path, fake_root))
-    got = sweep.expand(study)
+    spec = study.load_study(_write_study(tmp_path, fake_root))
+    got = study.expand(spec)
     t1 = experiments.table1_configs(backbone="resnet18")
     t2 = experiments.table2_configs(backbone="resnet18", dims=(20,), seeds=[0, 1, 2])
-    expected = sweep.make_tasks(fake_root, ["alpha", "gamma"], [*t1, CONFIGS[1].replace(seed=4), *t2], seeds=None)
+    expected = study.make_tasks(fake_root, ["alpha", "gamma"], [*t1, CONFIGS[1].replace(seed=4), *t2], seeds=None)
     assert [t.key() for t in got] == [t.key() for t in expected]
     seeds = sorted({t.config.seed for t in got if t.config.label == "Rd 10"})
     assert seeds == [4]  # the entry's own seeds replace the study's
@@ -223,30 +223,30 @@ def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
 def test_study_errors_name_the_file_and_key(tmp_path, fake_root, override, pattern):
     path = _write_study(tmp_path, fake_root, **override)
     with pytest.raises(PadimError, match=pattern):
-        sweep.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
+        study.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
 
 
 def test_study_file_problems(tmp_path, fake_root):
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        sweep.run_study(tmp_path / "missing.yaml")
+        study.run_study(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(PadimError, match="bad.yaml: expected a mapping"):
-        sweep.run_study(bad)
+        study.run_study(bad)
     path = _write_study(tmp_path, fake_root, data_root=str(tmp_path / "gone"))
     with pytest.raises(PadimError, match=r"study\.yaml: data_root: .*gone"):
-        sweep.run_study(path)
+        study.run_study(path)
 
 
 def test_run_study_in_process_and_results_override(tmp_path, fake_root):
     path = _write_study(tmp_path, fake_root, configurations=[{"reduce": "random:10", "label": "Rd 10"}])
     _cache(tmp_path)
-    rows = sweep.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
-    tasks = sweep.expand(sweep.load_study(path))
+    rows = study.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
+    tasks = study.expand(study.load_study(path))
     assert len(tasks) == 2 * 3
     pd.testing.assert_frame_equal(_canonical(rows), _expected(tasks, 3), check_dtype=False)
     assert ResultStore(tmp_path / "study-res").keys() == sorted(t.key() for t in tasks)
-    other = sweep.run_study(path, results=tmp_path / "elsewhere", task_fn=fake_task, feature_fn=fake_features,
+    other = study.run_study(path, results=tmp_path / "elsewhere", task_fn=fake_task, feature_fn=fake_features,
                             progress=False)
     assert len(other) == len(rows) and ResultStore(tmp_path / "elsewhere").keys() == sorted(t.key() for t in tasks)
 
@@ -266,9 +266,6 @@ def test_in_process_run_is_resumable_and_shares_features(tmp_path, tasks):
     again = _run(tasks, tmp_path)  # everything stored: nothing runs, same rows come back
     assert len(calls(cache)) == len(tasks) and len(calls(cache, "feature_calls")) == 6
     pd.testing.assert_frame_equal(_canonical(again), _canonical(rows))
-    with pytest.warns(UserWarning, match=r"12 of 12 tasks .* stored with \[3\] bootstrap replicates, not 5"):
-        _run(tasks, tmp_path, bootstrap=5)  # the count is not in the key: reused, but said so
-    assert len(calls(cache)) == len(tasks)
 
     lost = [tasks[3], tasks[7]]
     for t in lost:
@@ -276,6 +273,15 @@ def test_in_process_run_is_resumable_and_shares_features(tmp_path, tasks):
     _run(tasks, tmp_path)
     assert calls(cache) == sorted([t.key() for t in tasks] + [t.key() for t in lost])  # only the missing ones
     assert len(calls(cache, "feature_calls")) == 6 + 2 * len({t.category for t in lost})
+
+    # Another bootstrap count is another result: every task is computed again (one feature job per
+    # class and split again; the real ensure_features finds its file and returns it)
+    n_features = len(calls(cache, "feature_calls"))
+    five = _run(tasks, tmp_path, bootstrap=5)
+    assert len(calls(cache)) == 2 * len(tasks) + len(lost)
+    assert len(calls(cache, "feature_calls")) == n_features + 6
+    assert set(five["replicate"]) == {-1, 0, 1, 2, 3, 4}
+    assert {ResultStore(tmp_path / "res").replicates(t.key()) for t in tasks} == {5}
 
 
 def test_failures_are_reported_and_the_rest_completes(tmp_path, tasks, capsys):
@@ -414,8 +420,8 @@ _CHILD = """
 import sys
 sys.path[:0] = [{here!r}, {root!r}]
 import test_sweep
-from padim_lib import sweep
-tasks = sweep.make_tasks({data!r}, "all", test_sweep.CONFIGS, seeds=[0, 1])
+from padim_lib import study, sweep
+tasks = study.make_tasks({data!r}, "all", test_sweep.CONFIGS, seeds=[0, 1])
 sweep.run(tasks, {res!r}, scheduler={address!r}, bootstrap=3, cache_dir={cache!r}, progress=False,
           task_fn=test_sweep.fake_task, feature_fn=test_sweep.fake_features)
 """
@@ -462,7 +468,7 @@ def test_real_run_task_in_process(tmp_path):
                           categories=["washer"])
     common = dict(backbone="resnet18", pretrained=False, resize=64, crop=None, max_train=6)
     configs = [ExperimentConfig(reduce="random:16", label="Rd 16", **common)]
-    tasks = sweep.make_tasks(data, "all", configs, seeds=[0, 1])
+    tasks = study.make_tasks(data, "all", configs, seeds=[0, 1])
     assert len(tasks) == 2
     rows = sweep.run(tasks, tmp_path / "res", device="cpu", bootstrap=4, progress=False)
     assert set(rows["task_key"]) == {t.key() for t in tasks}

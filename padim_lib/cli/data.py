@@ -119,7 +119,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from padim_lib.sweep import check_scheduler, run_study
+    from padim_lib.study import run_study
+    from padim_lib.sweep_dask import check_scheduler
 
     if args.local_cluster is not None and args.local_cluster < 1:
         raise PadimError(f"--local-cluster {args.local_cluster}; expected a positive number of workers")
