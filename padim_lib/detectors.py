@@ -288,6 +288,7 @@ def _register_builtin() -> None:
     register(MethodSpec(
         name="vae",
         target="padim_lib.baselines.vae:VAE",
+        file_format="padim_lib.vae",
         params={
             "epochs": Param(100, (int,), "training epochs (paper: 100)", at_least(1)),
             "images_per_epoch": Param(10_000, (int,), "augmented images per epoch (paper: 10,000)", at_least(1)),
@@ -308,6 +309,7 @@ def _register_builtin() -> None:
     register(MethodSpec(
         name="spade",
         target="padim_lib.baselines.spade:SPADE",
+        file_format="padim_lib.spade",
         params={
             "k": Param(50, (int,), "image score: mean distance to the k nearest training images "
                        "(pooled global features); capped at the training-set size", at_least(1)),

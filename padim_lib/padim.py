@@ -37,11 +37,9 @@ linear, so this equals smoothing the sum of the upsampled grids).
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,8 +47,7 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-import padim_lib
-from padim_lib.atomic import atomic_torch_save
+from padim_lib import modelfile
 from padim_lib.config import (
     check_eps,
     check_layer_mode,
@@ -390,8 +387,6 @@ class PaDiM(BaseEstimator, Detector):
 
     # ----------------------------------------------------------------- save / load
     def _metadata(self) -> dict:
-        import torchvision
-
         params = self.get_params()
         params.pop("meta")  # saved on its own below
         params["layers"] = None if self.layers is None else list(self.layers_)
@@ -404,63 +399,31 @@ class PaDiM(BaseEstimator, Detector):
             "image_size": None if self.image_size_ is None else list(self.image_size_),
             "n_train": self.n_train_,
             "accumulate_dtypes": self.accumulate_dtypes_,
-            "versions": {
-                "padim_lib": padim_lib.__version__,
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-            },
+            "versions": modelfile.versions(),
             "meta": self.meta or {},
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model (tensors + JSON metadata) to one file, atomically.
+        """Write the fitted model (tensors + JSON metadata) to one file, atomically (padim_lib.modelfile).
         Read it back with PaDiM.load (torch.load(weights_only=True))."""
         self._check_fitted()
-        try:
-            metadata = json.dumps(self._metadata(), sort_keys=True)
-        except TypeError as exc:
-            raise PadimError(f"meta must hold JSON-serialisable values only: {exc}") from exc
         tensors = {
-            f"{g}.{name}": buf.detach().cpu().contiguous()
+            f"{g}.{name}": buf
             for g, model in enumerate(self.model_)
             for name, buf in model.named_buffers()
         }
-        payload = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "metadata": metadata,
-            "tensors": tensors,
-        }
-        atomic_torch_save(payload, path)
+        modelfile.write(path, FORMAT, FORMAT_VERSION, self._metadata(), tensors)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> PaDiM:
         """Read a model written by save(); `device` overrides the saved one."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
+        meta, tensors = modelfile.read(path, FORMAT, FORMAT_VERSION, "padim_lib model")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a damaged file (zip, pickle, EOF...)
-            raise PadimError(
-                f"{path}: not a readable padim_lib model file ({type(exc).__name__}: {exc})"
-            ) from exc
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise PadimError(f"{path}: not a padim_lib model file (no '{FORMAT}' format marker)")
-        version = payload.get("format_version")
-        if version != FORMAT_VERSION:
-            raise PadimError(
-                f"{path}: model file format version {version!r}; this padim_lib {padim_lib.__version__} "
-                f"reads version {FORMAT_VERSION}; refit the model"
-            )
-        try:
-            meta = json.loads(payload["metadata"])
             params = dict(meta["params"], device=device)
             if params["layers"] is not None:
                 params["layers"] = tuple(params["layers"])
             est = cls(**params)
             est._check_params()
-            tensors = payload["tensors"]
             models = []
             for g, grid in enumerate(meta["grids"]):
                 state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(g)}

@@ -217,3 +217,12 @@ def test_no_cycle_and_light_imports():
             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_builtin_method_names_the_format_its_class_writes():
+    import importlib
+
+    for name in ("padim", "spade", "vae"):
+        spec = detectors.get_method(name)
+        module = importlib.import_module(spec.target.split(":")[0])
+        assert spec.file_format == module.FORMAT, name

@@ -28,19 +28,16 @@ distances are computed in bounded blocks (padim_lib.baselines.knn), never as one
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-import padim_lib
-from padim_lib.atomic import atomic_torch_save
+from padim_lib import modelfile
 from padim_lib.baselines import knn
 from padim_lib.config import check_layer_mode, check_max_train, check_sigma
 from padim_lib.detectors import Detector, get_method
@@ -320,8 +317,6 @@ class SPADE(BaseEstimator, Detector):
     # ----------------------------------------------------------------- save / load
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted model (the gallery, float32, and JSON metadata) to one file, atomically."""
-        import torchvision
-
         self._check_fitted()
         params = self.get_params()
         params.pop("meta")  # saved on its own below
@@ -330,42 +325,20 @@ class SPADE(BaseEstimator, Detector):
         meta = {
             "params": params,
             "image_size": None if self.image_size_ is None else list(self.image_size_),
-            "versions": {"padim_lib": padim_lib.__version__, "torch": torch.__version__,
-                         "torchvision": torchvision.__version__},
+            "versions": modelfile.versions(),
             "meta": self.meta or {},
         }
-        try:
-            metadata = json.dumps(meta, sort_keys=True)
-        except TypeError as exc:
-            raise PadimError(f"meta must hold JSON-serialisable values only: {exc}") from exc
-        tensors = {f"gallery.{name}": g.detach().cpu() for name, g in zip(self.layers_, self.gallery_, strict=True)}
-        tensors["global"] = self.global_.detach().cpu()
-        atomic_torch_save(
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata, "tensors": tensors}, path
-        )
+        tensors = {f"gallery.{name}": g for name, g in zip(self.layers_, self.gallery_, strict=True)}
+        tensors["global"] = self.global_
+        modelfile.write(path, FORMAT, FORMAT_VERSION, meta, tensors)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> SPADE:
         """Read a model written by save(); `device` overrides the saved one."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
+        meta, tensors = modelfile.read(path, FORMAT, FORMAT_VERSION, "SPADE model")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a damaged file (zip, pickle, EOF...)
-            raise PadimError(f"{path}: not a readable SPADE model file ({type(exc).__name__}: {exc})") from exc
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise PadimError(f"{path}: not a SPADE model file (no '{FORMAT}' format marker)")
-        if payload.get("format_version") != FORMAT_VERSION:
-            raise PadimError(
-                f"{path}: SPADE file format version {payload.get('format_version')!r}; this padim_lib "
-                f"{padim_lib.__version__} reads version {FORMAT_VERSION}; refit the model"
-            )
-        try:
-            meta = json.loads(payload["metadata"])
             est = cls(**dict(meta["params"], device=device, layers=tuple(meta["params"]["layers"])))
             est._check_params()
-            tensors = payload["tensors"]
             gallery = [tensors[f"gallery.{name}"].to(est.device_, torch.float32) for name in est.layers_]
             pooled = tensors["global"].to(est.device_, torch.float32)
             n = pooled.shape[0]

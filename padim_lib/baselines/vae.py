@@ -38,9 +38,7 @@ deterministic).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,8 +47,7 @@ import torchvision.transforms.v2.functional as TF
 from sklearn.base import BaseEstimator
 from torchvision.transforms import InterpolationMode
 
-import padim_lib
-from padim_lib.atomic import atomic_torch_save
+from padim_lib import modelfile
 from padim_lib.baselines.augment import PaperAugment
 from padim_lib.baselines.vae_checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
 from padim_lib.baselines.vae_net import VAENet, error_map, vae_loss
@@ -324,8 +321,6 @@ class VAE(BaseEstimator, Detector):
     def save(self, path: str | os.PathLike) -> None:
         """Write the trained network, parameters and loss history to one file, atomically."""
         self._check_fitted()
-        import torchvision
-
         params = self.get_params()
         for name in ("weights", "checkpoint_dir"):
             params[name] = None if params[name] is None else str(params[name])
@@ -335,42 +330,20 @@ class VAE(BaseEstimator, Detector):
             "loss_history": self.loss_history_,
             "n_train": self.n_train_,
             "train_image_size": list(self.train_image_size_),
-            "versions": {"padim_lib": padim_lib.__version__, "torch": torch.__version__,
-                         "torchvision": torchvision.__version__},
+            "versions": modelfile.versions(),
             "meta": self.meta,
         }
-        try:
-            text = json.dumps(metadata, sort_keys=True)
-        except TypeError as exc:
-            raise PadimError(f"meta must hold JSON-serialisable values only: {exc}") from exc
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        atomic_torch_save(
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": text, "tensors": tensors}, path
-        )
+        modelfile.write(path, FORMAT, FORMAT_VERSION, metadata, self.net_.state_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> VAE:
         """Read a model written by save(); `device` overrides the saved one. Needs no weight download."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
+        meta, tensors = modelfile.read(path, FORMAT, FORMAT_VERSION, "VAE model")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a damaged file
-            raise PadimError(f"{path}: not a readable VAE model file ({type(exc).__name__}: {exc})") from exc
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise PadimError(f"{path}: not a padim_lib VAE model file (no '{FORMAT}' format marker)")
-        if payload.get("format_version") != FORMAT_VERSION:
-            raise PadimError(
-                f"{path}: VAE model file format version {payload.get('format_version')!r}; this padim_lib "
-                f"{padim_lib.__version__} reads version {FORMAT_VERSION}; refit the model"
-            )
-        try:
-            meta = json.loads(payload["metadata"])
             est = cls(**dict(meta["params"], device=device))
             est._check_params()
             net, _ = est._new_net(load_weights=False)
-            net.load_state_dict(payload["tensors"])
+            net.load_state_dict(tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise PadimError(f"{path}: corrupt VAE model file ({type(exc).__name__}: {exc})") from exc
         est.net_ = net.to(est.device_).eval()
