@@ -168,3 +168,23 @@ def test_a_model_scored_on_other_data_is_a_warning_naming_both(data, tmp_path, c
     assert main(["evaluate", *_args(data, "--model", str(toy), category="brick")]) == 0
     err = [x for x in capsys.readouterr().err.splitlines() if "warning" in x]
     assert len(err) == 1 and "'washer'" in err[0] and "'brick'" in err[0] and "fitted on" in err[0]
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("spade", ["--param", "k=2", "--param", "n_gallery=2"]),
+    # the VAE's encoder with random weights (ImageNet ResNet18 is not available offline), a tiny budget
+    ("vae", ["--backbone", "resnet18", "--no-pretrained", "--param", "epochs=1", "--param", "images_per_epoch=4",
+             "--param", "batch_size=2", "--param", "image_size=64", "--param", "aug_resize=72",
+             "--param", "aug_crop=68", "--param", "latent_channels=8"]),
+])
+def test_the_baselines_fit_and_evaluate_from_the_command_line(data, padim_model, method, extra, tmp_path, capsys):
+    out = tmp_path / f"{method}.pt"
+    assert main(["fit", *_args(data, *SMALL, "--method", method, *extra, "--out", str(out))]) == 0
+    assert type(load_detector(out, device="cpu")).method == method
+    res_json = tmp_path / f"{method}.json"
+    assert main(["evaluate", *_args(data, "--model", str(out), "--json", str(res_json))]) == 0
+    res = json.loads(res_json.read_text())
+    padim = tmp_path / "padim.json"
+    assert main(["evaluate", *_args(data, "--model", str(padim_model), "--json", str(padim))]) == 0
+    assert res.keys() == json.loads(padim.read_text()).keys() and res["method"] == method
+    assert all(0.0 <= res[k] <= 1.0 for k in ("image_auroc", "pixel_auroc", "pro"))
