@@ -1,8 +1,10 @@
 """Texture classes: random crops of real texture photographs bundled with scikit-image (CC0).
 
-A crop is half the photo's side (256 of 512 px; 3/4 for the tissue photo's large structures), flipped at random, turned by a quarter turn for
-isotropic materials, then given an exposure (gain, offset, gamma), colour-cast and lighting
-gradient jitter; `Knobs.variation` scales the jitter. The class's own defect is the "hole".
+A crop is half the photo's side (256 of 512 px; 3/4 for the tissue photo's large structures),
+flipped at random, turned by a quarter turn for isotropic materials, then given an exposure (gain,
+offset, gamma), colour-cast and lighting gradient jitter. `Knobs.variation` scales the jitter and,
+below 1, narrows the window the crops are taken from (the tissue photo is not stationary: its
+glands are about as large as a crop). The class's own defect is the "hole".
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ PHOTOS = {"brick": "brick", "gravel": "gravel", "grass": "grass", "tissue": "imm
 # share of the photo's side a crop covers: the tissue photo's glands are large, so its crops are
 # wider (more, smaller structures per image, as in MVTec's textures)
 CROP = {"brick": 0.5, "gravel": 0.5, "grass": 0.5, "tissue": 0.75}
-ISOTROPIC = frozenset({"gravel", "tissue"})  # any of the 8 square symmetries is a normal view
+ISOTROPIC = frozenset({"gravel"})  # any of the 8 square symmetries is a normal view
 TINTS = {  # grey photos are tinted to a plausible colour; the tissue photo has its own
     "brick": (1.06, 0.70, 0.56),
     "gravel": (0.96, 0.93, 0.86),
@@ -75,7 +77,10 @@ def texture_scene(category: str, rng: np.random.Generator, size: int, knobs: Kno
     """A random crop of the class's photo with flips and exposure, colour and lighting jitter."""
     img = photo(category)
     side = int(min(img.shape[:2]) * CROP[category])
-    oy, ox = rng.integers(0, img.shape[0] - side + 1), rng.integers(0, img.shape[1] - side + 1)
+    v = knobs.variation
+    # the crop's position: anywhere for v >= 1, else within a centred window v times as wide
+    span = [n - side for n in img.shape[:2]]
+    oy, ox = (int(round((1 - min(v, 1)) * s / 2 + rng.integers(0, int(min(v, 1) * s) + 1))) for s in span)
     patch = img[oy : oy + side, ox : ox + side]
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
@@ -84,7 +89,6 @@ def texture_scene(category: str, rng: np.random.Generator, size: int, knobs: Kno
         if rng.random() < 0.5:
             patch = patch[::-1]
     patch = _resize(np.clip(patch, 0, 1).astype(np.float32), size)
-    v = knobs.variation
     gain, offset = rng.uniform(1 - 0.07 * v, 1 + 0.07 * v), rng.uniform(-0.03 * v, 0.03 * v)
     gamma = rng.uniform(1 - 0.07 * v, 1 + 0.07 * v)
     tint = np.asarray(TINTS[category], np.float32) * rng.uniform(1 - 0.03 * v, 1 + 0.03 * v, size=3)
