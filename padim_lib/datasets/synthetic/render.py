@@ -42,7 +42,7 @@ CLASSES: dict[str, ClassSpec] = {
     "brick": ClassSpec("texture", _texture("brick"), _TEXTURE_DEFECTS, Knobs()),
     "gravel": ClassSpec("texture", _texture("gravel"), _TEXTURE_DEFECTS, Knobs()),
     "grass": ClassSpec("texture", _texture("grass"), _TEXTURE_DEFECTS, Knobs(contrast=1.6, variation=0.5)),
-    "tissue": ClassSpec("texture", _texture("tissue"), _TEXTURE_DEFECTS, Knobs(contrast=1.8, variation=0.3)),
+    "tissue": ClassSpec("texture", _texture("tissue"), _TEXTURE_DEFECTS, Knobs(contrast=1.8, variation=0.4)),
     "washer": ClassSpec("object", washer_scene, ("broken", "color", "contamination", "scratch"),
                         Knobs(contrast=0.4, extent=0.7, variation=1.3)),
     "tablet": ClassSpec("object", tablet_scene, ("broken", "crack", "faulty_imprint", "poke"),
