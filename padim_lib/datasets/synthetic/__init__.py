@@ -3,10 +3,10 @@ and as varied as MVTec AD, so that the embedded study can tell configurations ap
 
 Eight classes, half textures and half objects (`CLASSES` in `render.py`):
 
-* textures "brick", "gravel", "grass", "tissue": random crops of the CC0 photographs bundled with
-  scikit-image (`skimage.data.brick`, `gravel`, `grass`, `immunohistochemistry`), with flips
-  (and quarter turns for the isotropic ones), exposure, colour-cast and lighting variation
-  (`textures.py`);
+* textures "brick", "gravel", "grass", "tissue": random crops of photographs bundled with
+  scikit-image (`skimage.data.brick`, `gravel`, `grass`: CC0; `immunohistochemistry`: no known
+  copyright restrictions), with flips (and quarter turns for the isotropic gravel), exposure,
+  colour-cast and lighting variation (`textures.py`);
 * objects "washer", "tablet", "chip", "board": drawn with anti-aliased signed distance functions
   (`objects.py`, `electronics.py`): a steel washer, a coated tablet with a score line and an
   imprint, an 8-pin IC on a circuit board, a small board with SMD parts. Aligned, as MVTec's

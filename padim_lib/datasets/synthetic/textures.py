@@ -1,4 +1,5 @@
-"""Texture classes: random crops of real texture photographs bundled with scikit-image (CC0).
+"""Texture classes: random crops of real photographs bundled with scikit-image (brick, gravel and
+grass are CC0; the immunohistochemistry photo has no known copyright restrictions).
 
 A crop is half the photo's side (256 of 512 px; 3/4 for the tissue photo's large structures),
 flipped at random, turned by a quarter turn for isotropic materials, then given an exposure (gain,
