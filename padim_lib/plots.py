@@ -431,3 +431,42 @@ def score_figure(scores: np.ndarray, labels: np.ndarray, *, ax: Axes | None = No
                   hue_order=["good", "defective"], ax=ax, size=6, jitter=0.2, legend=False)
     ax.set(xlabel="image score = max of the anomaly map", ylabel="", title=title)
     return ax
+
+
+def examples_figure(examples: pd.DataFrame, *, cell: float = 1.6) -> Figure:
+    """A grid of example images, one row per class (columns of `examples`: class, defect_type,
+    path, mask_path or None), each defect's ground-truth mask outlined in magenta."""
+    from PIL import Image
+
+    groups = list(examples.groupby("class", sort=False))
+    ncol = max(len(g) for _, g in groups)
+    fig, axes = plt.subplots(len(groups), ncol, figsize=(cell * ncol, cell * len(groups)), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for r, (category, group) in enumerate(groups):
+        for c, row in enumerate(group.itertuples()):
+            ax = axes[r, c]
+            with Image.open(row.path) as img:
+                ax.imshow(np.asarray(img.convert("RGB")))
+            if isinstance(row.mask_path, str):  # None / NaN for a good image
+                with Image.open(row.mask_path) as m:
+                    ax.contour(np.asarray(m.convert("L")) > 0, levels=[0.5], colors="magenta", linewidths=0.8)
+            ax.set_title(row.defect_type, fontsize="x-small")
+        axes[r, 0].text(-0.08, 0.5, category, transform=axes[r, 0].transAxes, rotation=90, ha="right",
+                        va="center", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def mask_area_figure(areas: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
+    """Mask areas (column `area`, share of the image) per class as a strip plot on a log axis."""
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    data = areas.assign(percent=areas["area"] * 100)
+    sns.stripplot(data=data, x="class", y="percent", hue="defect_type", ax=ax, size=4, jitter=0.25, legend=False)
+    ax.set_yscale("log")
+    ax.set_ylabel("mask area (% of image)")
+    ax.set_xlabel("")
+    return ax

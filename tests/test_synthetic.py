@@ -1,4 +1,5 @@
-"""The synthetic data set: layout, exact masks, determinism, idempotence, atomic writes, CLI."""
+"""The synthetic data set: classes, layout, exact masks, determinism, idempotence, atomic writes,
+the description tables, CLI."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from padim_lib.datasets import (
     make_synthetic,
     synthetic,
 )
-from padim_lib.datasets.synthetic import CLASS_NAMES, DEFECT_TYPES, render_sample
+from padim_lib.datasets.synthetic import CLASS_NAMES, DEFECT_TYPES, render_sample, writer
+from padim_lib.datasets.synthetic.describe import describe_synthetic, example_images, mask_areas
 from padim_lib.errors import PadimError
 
 SMALL = dict(n_train=3, n_test_good=2, n_test_defect=5, size=64)
@@ -36,30 +38,34 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_class_names_are_stable():
-    assert synthetic.TEXTURE_CLASSES == ("brick", "gravel")
-    assert synthetic.OBJECT_CLASSES == ("washer", "chip")
+    assert synthetic.TEXTURE_CLASSES == ("brick", "gravel", "grass", "tissue")
+    assert synthetic.OBJECT_CLASSES == ("washer", "tablet", "chip", "board")
+    # MVTec AD's class names are avoided, so no synthetic class is ever matched to a published row
+    from padim_lib.datasets.mvtec import CLASSES as MVTEC
+
+    assert not set(CLASS_NAMES) & set(MVTEC)
+    for cat in CLASS_NAMES:
+        assert 4 <= len(DEFECT_TYPES[cat]) == len(set(DEFECT_TYPES[cat])), cat
 
 
 def test_layout_and_manifest(small_set):
     assert list_categories(small_set) == sorted(CLASS_NAMES)
-    assert category_kinds(small_set) == {
-        "brick": "texture",
-        "gravel": "texture",
-        "washer": "object",
-        "chip": "object",
-    }
+    kinds = category_kinds(small_set)
+    assert sorted(c for c, k in kinds.items() if k == "texture") == sorted(synthetic.TEXTURE_CLASSES)
+    assert sorted(c for c, k in kinds.items() if k == "object") == sorted(synthetic.OBJECT_CLASSES)
     meta = json.loads((small_set / "dataset.json").read_text())
     assert meta["seed"] == 0 and meta["generator_version"] == synthetic.GENERATOR_VERSION
-    assert meta["textures"] == ["brick", "gravel"] and meta["objects"] == ["washer", "chip"]
+    assert meta["textures"] == list(synthetic.TEXTURE_CLASSES) and meta["objects"] == list(synthetic.OBJECT_CLASSES)
     pre = Preprocess(resize=64, crop=None)
     for cat in CLASS_NAMES:
         train = AnomalyFolder(small_set, cat, "train", pre, masks="require")
         test = AnomalyFolder(small_set, cat, "test", pre, masks="require")
         assert len(train) == 3 and train.labels.sum() == 0
         assert test.has_masks and (test.labels == 0).sum() == 2 and (test.labels == 1).sum() == 5
-        # 5 defects over 4 types: every type is present, the first one twice
+        # 5 defects over 4 or 5 types: every type is present, spread as evenly as possible
         types = [t for t in test.defect_types if t != "good"]
-        assert sorted(set(types)) == sorted(DEFECT_TYPES[cat]) and types.count(DEFECT_TYPES[cat][0]) == 2
+        assert sorted(set(types)) == sorted(DEFECT_TYPES[cat])
+        assert max(map(types.count, set(types))) - min(map(types.count, set(types))) <= 1
         assert not (small_set / cat / "ground_truth" / "good").exists()
         test.verify()  # every mask has its image's size
 
@@ -88,21 +94,31 @@ def test_mask_is_exactly_the_changed_pixels(category):
             changed = (s.image != s.clean).any(axis=-1)
             np.testing.assert_array_equal(s.mask, changed)
             assert s.mask.any(), (category, defect, severity)
-            # the defect stays inside the 224/256 centre crop's share of the image
-            ys, xs = np.nonzero(s.mask)
-            assert ys.min() >= 128 * 16 / 256 - 1 and ys.max() < 128 * 240 / 256 + 1
+            assert s.mask.dtype == bool
+            # the defect reaches into the 224/256 centre crop's share of the image
+            assert s.mask[8:120, 8:120].any(), (category, defect, severity)
     good = render_sample(category, 3, "test", 0, "good", size=128)
     np.testing.assert_array_equal(good.image, good.clean)
     assert not good.mask.any()
 
 
-def test_severity_spans_subtle_to_obvious():
-    for cat in CLASS_NAMES:
-        for defect in DEFECT_TYPES[cat]:
-            small = [render_sample(cat, 0, "test", i, defect, 0.05, size=128).mask.sum() for i in range(2)]
-            large = [render_sample(cat, 0, "test", i, defect, 0.95, size=128).mask.sum() for i in range(2)]
-            # subtle defects cover under 0.4 % of the image, obvious ones several times more
-            assert np.mean(small) < 0.004 * 128**2 and np.mean(large) > 2.5 * np.mean(small), (cat, defect)
+def _change(s) -> float:
+    """How much the defect changes the image: the summed absolute change (0..255 per pixel)."""
+    return float(np.abs(s.image.astype(int) - s.clean.astype(int)).max(axis=-1).sum())
+
+
+@pytest.mark.parametrize("category", CLASS_NAMES)
+def test_severity_makes_defects_more_visible_and_sizes_span_a_wide_range(category):
+    areas = []
+    for defect in DEFECT_TYPES[category]:
+        faint = [render_sample(category, 0, "test", i, defect, 0.0, size=96) for i in range(3)]
+        strong = [render_sample(category, 0, "test", i, defect, 1.0, size=96) for i in range(3)]
+        areas += [s.mask.mean() for s in faint + strong]
+        # same image index, same random draws: only the severity differs (it sets the contrast of
+        # surface defects and the extent of missing, broken and misplaced parts)
+        assert np.mean([_change(s) for s in strong]) > np.mean([_change(s) for s in faint]), defect
+    # sizes from tiny (under 0.3 % of the image) to large (several times that)
+    assert min(areas) < 0.003 and max(areas) > 5 * min(areas), category
 
 
 def test_normal_images_vary():
@@ -148,7 +164,7 @@ def test_idempotent_and_regenerates_when_needed(tmp_path):
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = synthetic.render_sample
+    real = writer.render_sample
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -156,7 +172,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_sample", flaky)
+    monkeypatch.setattr(writer, "render_sample", flaky)
     with pytest.raises(KeyboardInterrupt):
         make_synthetic(
             tmp_path / "set", n_train=5, n_test_good=1, n_test_defect=1, size=48, categories=["chip"]
@@ -174,7 +190,7 @@ def test_refuses_to_overwrite_other_folders(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(PadimError, match="valid classes: brick, gravel, washer, chip"):
+    with pytest.raises(PadimError, match="valid classes: brick, gravel, grass, tissue, washer, tablet, chip, board"):
         make_synthetic(tmp_path / "x", categories=["bricks"])
     with pytest.raises(PadimError, match="n_train"):
         make_synthetic(tmp_path / "x", n_train=0)
@@ -224,3 +240,35 @@ def test_cli_generates_a_set_in_a_subprocess(tmp_path):
         assert (test.labels == 0).sum() == 2 and (test.labels == 1).sum() == 4
     with Image.open(out / "washer" / "test" / "good" / "000.png") as img:
         assert img.size == (96, 96) and img.mode == "RGB"
+
+
+def test_describe_tables(small_set):
+    table = describe_synthetic(small_set)
+    assert sorted(table.index) == sorted(CLASS_NAMES)
+    assert (table["train"] == 3).all() and (table["test good"] == 2).all() and (table["test defective"] == 5).all()
+    for cat in CLASS_NAMES:
+        assert table.loc[cat, "kind"] == ("texture" if cat in synthetic.TEXTURE_CLASSES else "object")
+        assert table.loc[cat, "defect types"] == ", ".join(sorted(DEFECT_TYPES[cat]))
+        assert 0 < table.loc[cat, "mask % min"] <= table.loc[cat, "mask % median"] <= table.loc[cat, "mask % max"]
+    areas = mask_areas(small_set)
+    assert len(areas) == 5 * len(CLASS_NAMES) and areas["area"].between(0, 1, inclusive="neither").all()
+    one = areas.iloc[0]
+    mask = np.asarray(Image.open(one["mask_path"])) > 0
+    assert one["area"] == pytest.approx(mask.mean())
+    examples = example_images(small_set, per_class=3)
+    assert (examples.groupby("class").size() == 4).all()  # one good + three defective
+    assert examples.loc[examples["defect_type"] == "good", "mask_path"].isna().all()
+    defective = examples[examples["defect_type"] != "good"]
+    assert defective.groupby("class")["defect_type"].nunique().eq(3).all()  # three different types
+
+
+def test_examples_figure(small_set):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from padim_lib import plots
+
+    fig = plots.examples_figure(example_images(small_set, per_class=2))
+    assert len([ax for ax in fig.axes if ax.images]) == 3 * len(CLASS_NAMES)
+    ax = plots.mask_area_figure(mask_areas(small_set))
+    assert ax.get_yscale() == "log"
