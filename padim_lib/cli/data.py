@@ -30,7 +30,6 @@ def _check_folder(path: str, option: str) -> Path:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from padim_lib.atomic import current_umask
     from padim_lib.datasets.synthetic import make_synthetic
 
     if args.kind == "stc":
@@ -53,8 +52,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
         size=args.size,
         categories=args.categories,
     )
-    if (out.stat().st_mode & 0o777) == 0o700:  # made by tempfile.mkdtemp, renamed into place
-        out.chmod(0o777 & ~current_umask())
     print(f"synthetic data set ready at {out}")
     return 0
 

@@ -11,14 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from padim_lib.atomic import current_umask
 from padim_lib.errors import PadimError
-
-
-def _umask() -> int:
-    """The process umask (os has no getter: set and restore it at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_manifest(out: Path, name: str = "dataset.json") -> dict | None:
@@ -54,7 +48,7 @@ def atomic_tree(out: str | os.PathLike) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
         old = None
         if out.exists():

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from padim_lib.atomic import current_umask
 from padim_lib.datasets.synthetic.render import (
     CLASS_NAMES,
     DEFECT_TYPES,
@@ -145,6 +146,7 @@ def make_synthetic(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the set follows the umask
         for cat, split, dtype, i, sev, path, mask_path in jobs:
             sample = render_sample(cat, params["seed"], split, i, dtype, sev, size)
             _write_png(tmp / path, sample.image)
