@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from padim_lib.datasets.synthetic import _coverage, _ellipse_sdf, _rounded_rect_sdf
+from padim_lib.datasets.synthetic.draw import coverage, ellipse_sdf, rounded_rect_sdf
 from padim_lib.datasets.treeio import atomic_tree, check_replaceable, read_manifest
 from padim_lib.errors import PadimError
 
@@ -100,7 +100,7 @@ def _scene(seed: int, scene: str, h: int, w: int) -> _Scene:
     offset = -(xx - origin[0]) * direction[1] + (yy - origin[1]) * direction[0]
     lawn = _patch(rng, "grass", h, w)[..., None] * np.array([0.55, 0.85, 0.40], np.float32) * 0.9
     pave = (0.55 + 0.35 * _patch(rng, "gravel", h, w))[..., None] * np.array([0.78, 0.76, 0.72], np.float32)
-    on_path = _coverage(np.abs(offset) - half_width, soft=1.5)[..., None]
+    on_path = coverage(np.abs(offset) - half_width, soft=1.5)[..., None]
     background = np.clip(lawn * (1 - on_path) + pave * on_path, 0, 1).astype(np.float32)
     return _Scene(background, origin, direction, float(half_width), float(np.hypot(h, w) / 2 + 20))
 
@@ -141,24 +141,24 @@ def _draw(img: np.ndarray, m: _Mover, scene: _Scene, t: int) -> np.ndarray:
     if m.kind == "pedestrian":
         bob = 0.06 * s * np.sin(0.5 * t + m.phase)
         parts.append(
-            (_coverage(_ellipse_sdf(yy, xx, (cy + bob, cx), 0.42 * s, 0.16 * s, np.pi / 2)), m.color)
+            (coverage(ellipse_sdf(yy, xx, (cy + bob, cx), 0.42 * s, 0.16 * s, np.pi / 2)), m.color)
         )
         parts.append(
-            (_coverage(np.hypot(yy - (cy - 0.55 * s + bob), xx - cx) - 0.12 * s), (0.80, 0.62, 0.50))
+            (coverage(np.hypot(yy - (cy - 0.55 * s + bob), xx - cx) - 0.12 * s), (0.80, 0.62, 0.50))
         )
     elif m.kind == "cyclist":
         ang = float(np.arctan2(scene.direction[1], scene.direction[0]))
         for sign in (-1, 1):
             wx, wy = cx + sign * 0.35 * s * np.cos(ang), cy + sign * 0.35 * s * np.sin(ang) + 0.25 * s
             ring = np.abs(np.hypot(yy - wy, xx - wx) - 0.2 * s) - 0.05 * s
-            parts.append((_coverage(ring), (0.08, 0.08, 0.08)))
-        parts.append((_coverage(_ellipse_sdf(yy, xx, (cy - 0.1 * s, cx), 0.45 * s, 0.18 * s, ang)), m.color))
-        parts.append((_coverage(np.hypot(yy - (cy - 0.45 * s), xx - cx) - 0.12 * s), (0.80, 0.62, 0.50)))
+            parts.append((coverage(ring), (0.08, 0.08, 0.08)))
+        parts.append((coverage(ellipse_sdf(yy, xx, (cy - 0.1 * s, cx), 0.45 * s, 0.18 * s, ang)), m.color))
+        parts.append((coverage(np.hypot(yy - (cy - 0.45 * s), xx - cx) - 0.12 * s), (0.80, 0.62, 0.50)))
     else:  # vehicle: a box, longer than tall
-        parts.append((_coverage(_rounded_rect_sdf(xx - cx, yy - cy, 0.9 * s, 0.45 * s, 0.12 * s)), m.color))
+        parts.append((coverage(rounded_rect_sdf(xx - cx, yy - cy, 0.9 * s, 0.45 * s, 0.12 * s)), m.color))
         parts.append(
             (
-                _coverage(_rounded_rect_sdf(xx - cx, yy - cy + 0.15 * s, 0.55 * s, 0.15 * s, 0.05 * s)),
+                coverage(rounded_rect_sdf(xx - cx, yy - cy + 0.15 * s, 0.55 * s, 0.15 * s, 0.05 * s)),
                 (0.15, 0.20, 0.28),
             )
         )

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from padim_lib.datasets.folder import AnomalyFolder, category_kinds
+from padim_lib.datasets.catalog import category_kinds
+from padim_lib.datasets.folder import AnomalyFolder
 
 
 def mask_areas(root: str | os.PathLike) -> pd.DataFrame:
