@@ -300,3 +300,26 @@ def side_by_side(run: ComparisonRun, category: str) -> dict[str, Any]:
     assert base is not None
     return {"images": base["example_images"].astype(np.float32) / 255.0, "masks": base["example_masks"],
             "maps": maps, "titles": [str(base["defect_types"][i]) for i in base["example_index"]]}
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def claim_rows(run: ComparisonRun) -> pd.DataFrame:
+    """The run's rows for `claims.evaluate_claims`, also under the row names the other published
+    tables use (SPADE (WR50) is "SPADE" in the detection table), so every claim finds its rows."""
+    rows = run.rows()
+    extra = [rows[rows["published_row"] == old].assign(published_row=new)
+             for _, rename in OTHER_SOURCES for old, new in rename.items()]
+    return pd.concat([rows, *extra], ignore_index=True)
+
+
+def comparison_claims(all_claims: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The claims (claims.yaml) about this comparison: those whose configurations are all among
+    the four models, in the Localization table or the other sources."""
+    from padim_lib.claims import claim_configs, load_claims
+
+    names = set(PUBLISHED_ROWS.values()) | {new for _, rename in OTHER_SOURCES for new in rename.values()}
+    tables = {TABLE} | {t for t, _ in OTHER_SOURCES}
+    return [dict(c) for c in (load_claims() if all_claims is None else all_claims)
+            if c["table"] in tables and set(claim_configs(c)) <= names]
