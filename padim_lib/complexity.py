@@ -188,3 +188,47 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
                      "memory_mb": out["memory_bytes"] / 1e6,
                      "expected_mb": padim_bytes(positions, d, reduced=kind is not None) / 1e6})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- the paper's models
+
+PAPER_GRID = 56 * 56  # patch positions of the paper's PaDiM models (layer 1 of ResNet18 / WR50 at 224)
+
+
+def published_complexity() -> pd.DataFrame:
+    """The paper's complexity figures (published.csv, table "Complexity"), MVTec AD: one row per model
+    with inference_s (per image) and memory_gb (NaN where the paper gives none), and their sources."""
+    from padim_lib.published import load_published
+
+    pub = load_published()
+    pub = pub[(pub["table"] == "Complexity") & (pub["group"] == "MVTec AD")]
+    wide = pub.pivot_table(index="row", columns="metric", values="value", aggfunc="first")
+    wide = wide.rename(columns={"inference_s_per_image": "inference_s", "model_memory_gb": "memory_gb"})
+    wide["source"] = pub.groupby("row")["source"].first()
+    wide["note"] = pub.groupby("row")["note"].apply(lambda s: "; ".join(dict.fromkeys(x for x in s if x)))
+    return wide.reset_index().rename(columns={"row": "published_row"})
+
+
+def compare_models(models: Sequence[tuple[ExperimentConfig, str]], *, n_train: int, n_test: int, image_size: int,
+                   devices: Sequence[str] = ("cpu",), warmup: int = 1, repeats: int = 3) -> pd.DataFrame:
+    """`measure` each (config, published row) on each device; one row per model and device, beside the
+    paper's figures: inference_s (per image), memory_gb, and for PaDiM models theory_gb, the
+    `padim_bytes` of the paper's model (56 x 56 positions, its d)."""
+    pub = published_complexity().set_index("published_row")
+    rows = []
+    for config, published_row in models:
+        published_row = {"SPADE (WR50)": "SPADE"}.get(published_row, published_row)  # the table's name
+        for device in devices:
+            out = measure(config, n_train=n_train, n_test=n_test, image_size=image_size, device=device,
+                          warmup=warmup, repeats=repeats)
+            paper_d = {"PaDiM-R18-Rd100": 100, "PaDiM-WR50-Rd550": 550}.get(published_row)
+            rows.append({
+                "model": config.label, "stands for": published_row, "device": device,
+                "predict_s": out["predict_s"], "predict_s_min": out["predict_s_min"], "predict_s_max": out["predict_s_max"],
+                "fit_s": out["fit_s"], "fit_s_min": out["fit_s_min"], "fit_s_max": out["fit_s_max"],
+                "memory_mb": out["memory_bytes"] / 1e6,
+                "paper_inference_s": pub["inference_s"].get(published_row, float("nan")) if "inference_s" in pub else np.nan,
+                "paper_memory_gb": pub["memory_gb"].get(published_row, float("nan")) if "memory_gb" in pub else np.nan,
+                "theory_gb": padim_bytes(PAPER_GRID, paper_d) / 1e9 if paper_d else np.nan,
+            })
+    return pd.DataFrame(rows)

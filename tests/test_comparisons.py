@@ -127,3 +127,35 @@ def test_detector_artifacts_hook_returns_the_loss_history_or_nothing():
     assert set(out) == {"loss_epoch_loss", "loss_step_loss"}
     assert out["loss_epoch_loss"].dtype == np.float32 and out["loss_step_loss"].tolist() == [4, 3, 2]
     assert Detector().artifacts() == {}
+
+
+@pytest.mark.parametrize("profile", ["embedded", "paper"])
+def test_study_yaml_holds_the_chapters_configurations(profile):
+    """The sweep's study computes the very tasks the chapter reads (equal configuration keys)."""
+    from pathlib import Path
+
+    import yaml
+
+    from padim_lib import runner
+    from padim_lib.config import ExperimentConfig
+
+    study = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / f"study-{profile}.yaml").read_text())
+    keys = set()
+    for entry in study["configurations"]:
+        if isinstance(entry, str) or "preset" in entry:
+            continue
+        fields = {**study["base"], **entry}
+        fields.pop("seeds", None)
+        keys.add(ExperimentConfig.from_dict(fields).key())
+    p = runner.PROFILES[profile]
+    want = comparisons.comparison_configs(
+        small_backbone=p.get("small_backbone", "efficientnet_lite0"),
+        large_backbone=p.get("large_backbone", "efficientnet_lite0"),
+        spade_backbone=p.get("spade_backbone", "efficientnet_lite0"),
+        vae_pretrained=p.get("vae_pretrained", False),
+        vae=comparisons.vae_params(p.get("vae_epochs", 4), p.get("vae_images_per_epoch", 64),
+                                   p.get("vae_image_size", 128), 32),
+        spade={"k": 50, "n_gallery": 50, "kappa": 1}, resize=256, crop=224,
+    )
+    missing = [c.label for c in want if c.key() not in keys]
+    assert not missing, f"study-{profile}.yaml lacks {missing}"
