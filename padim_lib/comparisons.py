@@ -113,7 +113,8 @@ def comparison_configs(
                                  published_row=PUBLISHED_ROWS["spade"], **no_eps)
     vae_cfg = ExperimentConfig(method="vae", backbone="resnet18", params=dict(vae or {}), seed=seed,
                                pretrained=vae_pretrained, label="VAE" if vae_pretrained else "VAE (random-init R18)",
-                               published_row=PUBLISHED_ROWS["vae"], **no_eps)
+                               published_row=PUBLISHED_ROWS["vae"],
+                               **{k: v for k, v in no_eps.items() if k != "pretrained"})  # vae_pretrained says
     return [vae_cfg, spade_cfg, *padims]
 
 

@@ -6,7 +6,8 @@
   memory, so it is the same number on every machine.
 - `padim_bytes`: the theoretical size of a PaDiM model, positions x d^2 x 4 B (the float32 inverse
   Cholesky factors) plus the means (positions x d x 4 B) and the Rd channel indices (d x 8 B).
-- `measure`: fit and predict one configuration on random images and report times and memory;
+- `measure`: fit and predict one configuration on images (random ones, or a data set's: `RandomImages`,
+  `DatasetImages`) and report times and memory;
   `scaling`: the same over a range of d, training-set sizes or image sizes.
 
 Times depend on the machine and its load: `hardware()` says what the numbers were measured on.
@@ -121,13 +122,42 @@ def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(seed))
 
 
+class RandomImages:
+    """An image source for `measure`: source(split, n, size) -> (n, 3, size, size) random images
+    (another seed per split)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def __call__(self, split: str, n: int, size: int) -> torch.Tensor:
+        return random_images(n, size, self.seed + (split == "test"))
+
+
+class DatasetImages:
+    """An image source for `measure`: the first n images of a class's split, square-resized to `size`
+    (normalised like the models' inputs); a split with fewer images is repeated to n."""
+
+    def __init__(self, data_root: str | os.PathLike, category: str) -> None:
+        self.data_root, self.category = data_root, category
+
+    def __call__(self, split: str, n: int, size: int) -> torch.Tensor:
+        from padim_lib.datasets import Preprocess, open_dataset
+
+        data = open_dataset(self.data_root, self.category, split, Preprocess(resize=size, crop=None))
+        if len(data) == 0:
+            raise PadimError(f"{self.data_root}: class {self.category!r} has no {split} images")
+        return torch.stack([data[i % len(data)]["image"] for i in range(n)])
+
+
 def _sync(device: str) -> Callable[[], None] | None:
     return torch.cuda.synchronize if device.startswith("cuda") and torch.cuda.is_available() else None
 
 
 def measure(config: ExperimentConfig, *, n_train: int, n_test: int, image_size: int, device: str = "cpu",
-            warmup: int = 1, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
-    """Fit the detector of `config` on `n_train` random images and predict `n_test`, timed.
+            warmup: int = 1, repeats: int = 3, images: Callable[[str, int, int], torch.Tensor] | None = None,
+            ) -> dict[str, Any]:
+    """Fit the detector of `config` on `n_train` images and predict `n_test`, timed. `images`: the
+    source (RandomImages (default) or DatasetImages), called as images(split, n, image_size).
 
     Returns fit_s and predict_s (seconds per test image) as medians with _min / _max, and
     memory_bytes (`state_bytes` of the last fitted model). The backbone's forward pass is part of
@@ -135,7 +165,8 @@ def measure(config: ExperimentConfig, *, n_train: int, n_test: int, image_size: 
     """
     from padim_lib.detectors import build_detector
 
-    train, test = random_images(n_train, image_size, seed), random_images(n_test, image_size, seed + 1)
+    images = images or RandomImages()
+    train, test = images("train", n_train, image_size), images("test", n_test, image_size)
     holder: dict[str, Any] = {}
 
     def fit() -> None:
@@ -158,7 +189,8 @@ def grid_positions(detector: Any) -> int:
 
 
 def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_train: int, n_test: int,
-            image_size: int, device: str = "cpu", warmup: int = 1, repeats: int = 3) -> pd.DataFrame:
+            image_size: int, device: str = "cpu", warmup: int = 1, repeats: int = 3,
+            images: Callable[[str, int, int], torch.Tensor] | None = None) -> pd.DataFrame:
     """PaDiM's fit time, predict time and memory as one factor grows: "d" (Rd size), "n_train" or
     "image_size". One row per value: the measurements, memory_mb, positions, and expected_mb =
     `padim_bytes(positions, d)` in MB (the theory the measurement is set against)."""
@@ -178,7 +210,8 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
             n = v
         else:
             size = v
-        out = measure(cfg, n_train=n, n_test=n_test, image_size=size, device=device, warmup=warmup, repeats=repeats)
+        out = measure(cfg, n_train=n, n_test=n_test, image_size=size, device=device, warmup=warmup, repeats=repeats,
+                      images=images)
         # positions from one quick fit on 2 images (the grid does not depend on the training set)
         probe = build_detector(cfg, device=device).set_params(progress=False).fit(random_images(2, size))
         positions = grid_positions(probe)
@@ -210,7 +243,8 @@ def published_complexity() -> pd.DataFrame:
 
 
 def compare_models(models: Sequence[tuple[ExperimentConfig, str]], *, n_train: int, n_test: int, image_size: int,
-                   devices: Sequence[str] = ("cpu",), warmup: int = 1, repeats: int = 3) -> pd.DataFrame:
+                   devices: Sequence[str] = ("cpu",), warmup: int = 1, repeats: int = 3,
+                   images: Callable[[str, int, int], torch.Tensor] | None = None) -> pd.DataFrame:
     """`measure` each (config, published row) on each device; one row per model and device, beside the
     paper's figures: inference_s (per image), memory_gb, and for PaDiM models theory_gb, the
     `padim_bytes` of the paper's model (56 x 56 positions, its d)."""
@@ -220,7 +254,7 @@ def compare_models(models: Sequence[tuple[ExperimentConfig, str]], *, n_train: i
         published_row = {"SPADE (WR50)": "SPADE"}.get(published_row, published_row)  # the table's name
         for device in devices:
             out = measure(config, n_train=n_train, n_test=n_test, image_size=image_size, device=device,
-                          warmup=warmup, repeats=repeats)
+                          warmup=warmup, repeats=repeats, images=images)
             paper_d = {"PaDiM-R18-Rd100": 100, "PaDiM-WR50-Rd550": 550}.get(published_row)
             rows.append({
                 "model": config.label, "stands for": published_row, "device": device,

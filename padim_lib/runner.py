@@ -90,6 +90,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "vae_epochs": 100,
         "vae_images_per_epoch": 10_000,
         "vae_image_size": 256,
+        "vae_batch_size": 32,
         "paper_models": [],
     },
 }

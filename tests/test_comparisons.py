@@ -153,8 +153,8 @@ def test_study_yaml_holds_the_chapters_configurations(profile):
         large_backbone=p.get("large_backbone", "efficientnet_lite0"),
         spade_backbone=p.get("spade_backbone", "efficientnet_lite0"),
         vae_pretrained=p.get("vae_pretrained", False),
-        vae=comparisons.vae_params(p.get("vae_epochs", 4), p.get("vae_images_per_epoch", 64),
-                                   p.get("vae_image_size", 128), 32),
+        vae=comparisons.vae_params(p.get("vae_epochs", 6), p.get("vae_images_per_epoch", 32),
+                                   p.get("vae_image_size", 96), 32 if profile == "paper" else 16),
         spade={"k": 50, "n_gallery": 50, "kappa": 1}, resize=256, crop=224,
     )
     missing = [c.label for c in want if c.key() not in keys]
