@@ -91,6 +91,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "vae_images_per_epoch": 10_000,
         "vae_image_size": 256,
         "vae_batch_size": 32,
+        "spade_gallery": 50,
         "paper_models": [],
     },
 }

@@ -155,7 +155,7 @@ def test_study_yaml_holds_the_chapters_configurations(profile):
         vae_pretrained=p.get("vae_pretrained", False),
         vae=comparisons.vae_params(p.get("vae_epochs", 6), p.get("vae_images_per_epoch", 32),
                                    p.get("vae_image_size", 96), 32 if profile == "paper" else 16),
-        spade={"k": 50, "n_gallery": 50, "kappa": 1}, resize=256, crop=224,
+        spade={"k": 50, "n_gallery": p.get("spade_gallery", 5), "kappa": 1}, resize=256, crop=224,
     )
     missing = [c.label for c in want if c.key() not in keys]
     assert not missing, f"study-{profile}.yaml lacks {missing}"
