@@ -85,21 +85,34 @@ def loss_figure(curves: Mapping[str, np.ndarray], ylabel: str = "loss per image"
 def scaling_figure(frame: pd.DataFrame, factor: str, *, quantities: Sequence[str] = ("fit_s", "predict_s", "memory_mb"),
                    expected: str = "expected_mb") -> Figure:
     """Measured fit time, predict time and model memory against `factor` (d, n_train or image size),
-    medians with their min-max spread, log-log; the memory panel also draws the expected
-    positions x d^2 x 4 B line (`expected` column)."""
+    medians with their min-max spread, log-log. Dashed: the positions x d^2 law; in bytes (x 4 B)
+    for memory, and for the times proportional to it (x n_train for fitting), drawn through the
+    largest measurement, so a measured slope below it shows costs that do not grow with d."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     labels = {"fit_s": "fit time (s)", "predict_s": "predict time per image (s)", "memory_mb": "model memory (MB)"}
     fig, axes = plt.subplots(1, len(quantities), figsize=(4.0 * len(quantities), 3.4), squeeze=False,
                              layout="constrained")
     x = frame[factor].to_numpy(float)
+    law = frame[expected].to_numpy(float) if expected in frame else None
     for ax, q in zip(axes[0], quantities, strict=True):
         y = frame[q].to_numpy(float)
-        lo = frame.get(f"{q}_min", frame[q]).to_numpy(float)
-        hi = frame.get(f"{q}_max", frame[q]).to_numpy(float)
+        lo = frame[f"{q}_min"].to_numpy(float) if f"{q}_min" in frame else y
+        hi = frame[f"{q}_max"].to_numpy(float) if f"{q}_max" in frame else y
         ax.errorbar(x, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label="measured (median, min-max)")
-        if q == "memory_mb" and expected in frame:
-            ax.plot(x, frame[expected].to_numpy(float), "k--", label="positions × d² × 4 B")
+        if law is not None:
+            if q == "memory_mb":
+                ref, text = law, "positions × (d² + d) × 4 B"
+            else:
+                ref = law * (frame["n_train"].to_numpy(float) if q == "fit_s" else 1.0)
+                ref, text = ref * y[-1] / ref[-1], "∝ positions × d²" + (" × n" if q == "fit_s" else "")
+            ax.plot(x, ref, "k--", label=text)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(x)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(factor)
         ax.set_ylabel(labels.get(q, q))
         ax.legend(fontsize="x-small")

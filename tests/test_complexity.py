@@ -62,3 +62,22 @@ def test_measure_and_scaling_report_medians_spreads_and_the_expected_memory():
         complexity.scaling(config, "size", [1], n_train=2, n_test=1, image_size=64)
     info = complexity.hardware("cpu")
     assert "CPU" in info and "torch threads" in info
+
+
+def test_scaling_figure_draws_the_law_through_the_largest_time_and_in_bytes_for_memory():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from padim_lib import comparison_plots
+
+    frame = pd.DataFrame({"d": [10, 20, 40], "n_train": [5, 5, 5], "fit_s": [1.0, 1.2, 2.0], "predict_s": [0.1, 0.1, 0.2],
+                          "memory_mb": [1.0, 3.5, 13.0], "expected_mb": [1.1, 4.2, 16.4]})
+    fig = comparison_plots.scaling_figure(frame, "d")
+    fit_ax, _, mem_ax = fig.axes
+    law = [line for line in fit_ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert law.get_ydata()[-1] == pytest.approx(2.0)  # anchored at the largest measurement
+    mem_law = [line for line in mem_ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert list(mem_law.get_ydata()) == [1.1, 4.2, 16.4]  # absolute bytes, not rescaled
+    matplotlib.pyplot.close(fig)
