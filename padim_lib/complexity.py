@@ -163,6 +163,13 @@ def measure(config: ExperimentConfig, *, n_train: int, n_test: int, image_size: 
     memory_bytes (`state_bytes` of the last fitted model). The backbone's forward pass is part of
     both times (fit and predict run on images).
     """
+    return _measure(config, n_train=n_train, n_test=n_test, image_size=image_size, device=device, warmup=warmup,
+                    repeats=repeats, images=images)[0]
+
+
+def _measure(config: ExperimentConfig, *, n_train: int, n_test: int, image_size: int, device: str, warmup: int,
+             repeats: int, images: Callable[[str, int, int], torch.Tensor] | None) -> tuple[dict[str, Any], Any]:
+    """`measure`'s numbers and the last fitted detector."""
     from padim_lib.detectors import build_detector
 
     images = images or RandomImages()
@@ -180,7 +187,7 @@ def measure(config: ExperimentConfig, *, n_train: int, n_test: int, image_size: 
         "predict_s": pred_t.median / n_test, "predict_s_min": pred_t.min / n_test,
         "predict_s_max": pred_t.max / n_test, "memory_bytes": state_bytes(det), "repeats": repeats,
         "device": device,
-    }
+    }, det
 
 
 def grid_positions(detector: Any) -> int:
@@ -194,8 +201,6 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
     """PaDiM's fit time, predict time and memory as one factor grows: "d" (Rd size), "n_train" or
     "image_size". One row per value: the measurements, memory_mb, positions, and expected_mb =
     `padim_bytes(positions, d)` in MB (the theory the measurement is set against)."""
-    from padim_lib.detectors import build_detector
-
     if factor not in ("d", "n_train", "image_size"):
         raise PadimError(f"factor={factor!r}; expected 'd', 'n_train' or 'image_size'")
     if config.method != "padim":
@@ -210,10 +215,8 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
             n = v
         else:
             size = v
-        out = measure(cfg, n_train=n, n_test=n_test, image_size=size, device=device, warmup=warmup, repeats=repeats,
-                      images=images)
-        # positions from one quick fit on 2 images (the grid does not depend on the training set)
-        probe = build_detector(cfg, device=device).set_params(progress=False).fit(random_images(2, size))
+        out, probe = _measure(cfg, n_train=n, n_test=n_test, image_size=size, device=device, warmup=warmup,
+                              repeats=repeats, images=images)
         positions = grid_positions(probe)
         kind, d = parse_reduce(cfg.reduce)
         d = d if d is not None else int(probe.model_[0].mean.shape[1])
