@@ -233,6 +233,17 @@ class Detector:
     def predict_features(self, batches: Iterable[Mapping[str, Any]], image_size: Any) -> tuple[Any, Any]:
         raise NotImplementedError(f"{type(self).__name__} does not work on cached features")
 
+    def artifacts(self) -> dict[str, Any]:
+        """Extra arrays of the fitted detector that `experiments.run_task` stores with its results.
+
+        Default: the loss history of a trained detector (`loss_history_`, name -> list of numbers,
+        e.g. the VAE's epoch_loss) as float32 arrays named "loss_<name>"; nothing for one without it.
+        """
+        import numpy as np
+
+        history = getattr(self, "loss_history_", None) or {}
+        return {f"loss_{name}": np.asarray(values, np.float32) for name, values in history.items()}
+
 
 def build_detector(config: Any, *, device: str = "auto", progress: bool = False) -> Detector:
     """The detector of `config` (an ExperimentConfig), built by its method's class."""

@@ -223,7 +223,8 @@ def run_task(
     Artifacts (numpy, for the book's plots): labels, scores, paths, defect_types (N,);
     image_roc_fpr/tpr; pixel_roc_fpr/tpr and pro_fpr/pro (<= 1000 points each, masks only);
     example_index (k,), example_images (k, S, S, 3) uint8, example_maps (k, S, S) float16,
-    example_masks (k, S, S) uint8; timings fit_s, predict_s, metrics_s, bootstrap_s; n_train.
+    example_masks (k, S, S) uint8; timings fit_s, predict_s, metrics_s, bootstrap_s; n_train; and the
+    detector's own (`Detector.artifacts()`: e.g. loss_epoch_loss of a trained network).
     `feature_paths`: (train, test) files already made by `ensure_features` (the sweep's
     feature jobs); otherwise they are made here (and cached in `cache_dir`).
     """
@@ -273,6 +274,7 @@ def run_task(
     artifacts = _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples)
     timings["artifacts_s"] = time.perf_counter() - t0
     artifacts.update({k: np.asarray(v) for k, v in timings.items()})
+    artifacts.update(detector.artifacts())  # e.g. the VAE's loss curves
     artifacts["n_train"] = np.asarray(n_train)
     return rows, artifacts
 

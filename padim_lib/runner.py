@@ -80,6 +80,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto",
         "scheduler": None,
         "torch_threads": None,
+        # PaDiM against the baselines (baselines.ipynb) and time and memory (complexity.ipynb): the
+        # paper's four models, its VAE budget, every class.
+        "small_backbone": "resnet18",
+        "large_backbone": "wide_resnet50_2",
+        "spade_backbone": "wide_resnet50_2",
+        "classes_per_kind": None,
+        "vae_pretrained": True,
+        "vae_epochs": 100,
+        "vae_images_per_epoch": 10_000,
+        "vae_image_size": 256,
+        "vae_batch_size": 32,
+        "spade_gallery": 50,
+        "paper_models": [],
     },
 }
 

@@ -30,6 +30,22 @@ def tiny_parameters(data_root: Path, results_dir: Path) -> dict:
         "resize": 72,
         "crop": 64,
         "device": "cpu",
+        # baselines.ipynb and complexity.ipynb
+        "vae_epochs": 1,
+        "vae_images_per_epoch": 8,
+        "vae_image_size": 64,
+        "vae_batch_size": 8,
+        "spade_k": 3,
+        "spade_gallery": 3,
+        "n_train": 3,
+        "n_test": 2,
+        "image_size": 64,
+        "warmup": 0,
+        "repeats": 1,
+        "scale_dims": [4, 8],
+        "scale_n_train": [2, 3],
+        "scale_sizes": [32, 64],
+        "scale_d": 4,
     }
 
 

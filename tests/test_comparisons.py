@@ -1,0 +1,161 @@
+"""padim_lib.comparisons: the four models of the method comparison, their roles and published figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from padim_lib import claims, comparisons
+from padim_lib.detectors import Detector
+from padim_lib.errors import PadimError
+
+
+def _configs(**kw):
+    return comparisons.comparison_configs(small_backbone="efficientnet_lite0", large_backbone="efficientnet_lite0",
+                                          spade_backbone="efficientnet_lite0", vae_pretrained=False, **kw)
+
+
+def test_rd_keeps_the_papers_ratio_and_is_the_papers_d_on_the_papers_backbones():
+    assert comparisons.rd_at_paper_ratio("padim_small", "resnet18") == 100
+    assert comparisons.rd_at_paper_ratio("padim_large", "wide_resnet50_2") == 550
+    # Lite0's default layers: 24 + 40 + 112 = 176 dimensions
+    assert comparisons.rd_at_paper_ratio("padim_small", "efficientnet_lite0") == round(100 * 176 / 448)
+    assert comparisons.rd_at_paper_ratio("padim_large", "efficientnet_lite0") == round(550 * 176 / 1792)
+    with pytest.raises(PadimError, match="role='vae'"):
+        comparisons.rd_at_paper_ratio("vae", "resnet18")
+
+
+def test_configs_have_one_role_each_named_after_what_runs():
+    configs = _configs(vae=comparisons.vae_params(2, 16, 64, 8), spade={"k": 3})
+    roles = [comparisons.config_role(c) for c in configs]
+    assert roles == list(comparisons.ROLES)
+    assert [c.label for c in configs] == ["VAE (random-init R18)", "SPADE (Lite0)", "PaDiM-Lite0-Rd39",
+                                          "PaDiM-Lite0-Rd54"]
+    assert [c.published_row for c in configs] == ["VAE", "SPADE (WR50)", "PaDiM-R18-Rd100", "PaDiM-WR50-Rd550"]
+    vae = configs[0]
+    assert vae.method == "vae" and vae.backbone == "resnet18" and not vae.pretrained
+    assert vae.params["aug_resize"] == round(64 * 292 / 256) and vae.params["epochs"] == 2
+    assert configs[1].params["k"] == 3 and configs[2].reduce == "random:39"
+    paper = comparisons.comparison_configs()
+    assert [c.label for c in paper][2:] == ["PaDiM-R18-Rd100", "PaDiM-WR50-Rd550"] and paper[0].label == "VAE"
+    with pytest.raises(PadimError, match="both PaDiM models"):
+        _configs(small_d=40, large_d=40)
+
+
+def test_comparability_names_every_stand_in(tmp_path):
+    configs = _configs(vae=comparisons.vae_params(2, 16, 64, 8))
+    ok, reasons = comparisons.comparison_comparability(tmp_path, ["carpet"], configs)
+    text = " | ".join(reasons)
+    assert not ok
+    for part in ("1 of the 15 classes", "SPADE (Lite0) stands in for SPADE (WR50)", "random weights",
+                 "epochs=2", "PaDiM-Lite0-Rd54 stands in for PaDiM-WR50-Rd550"):
+        assert part in text
+
+
+def _rows(values: dict[str, float], replicates: int = 10) -> pd.DataFrame:
+    """Tidy rows for one texture (carpet) and one object (bottle): published_row -> value."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.005, size=(2, replicates))
+    label = {c.published_row: c.label for c in _configs()}
+    rows = []
+    for row, v in values.items():
+        for c, (category, kind) in enumerate([("carpet", "texture"), ("bottle", "object")]):
+            for metric in ("pixel_auroc", "pro", "image_auroc"):
+                for b in range(-1, replicates):
+                    rows.append(dict(category=category, kind=kind, label=label[row], published_row=row, seed=0,
+                                     metric=metric, value=v + (0 if b < 0 else noise[c, b]), replicate=b,
+                                     config_key=row))
+    return pd.DataFrame(rows)
+
+
+def _run(rows):
+    return comparisons.ComparisonRun(comparisons.TABLE, _configs(), [], rows, "results", False, ["test"])
+
+
+def test_run_addresses_rows_by_role_and_finds_every_published_figure():
+    run = _run(_rows({"VAE": 0.7, "SPADE (WR50)": 0.9, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
+    assert run.roles() == list(comparisons.ROLES)
+    assert run.label("padim_large") == "PaDiM-Lite0-Rd54"
+    assert set(run.rows("vae")["label"]) == {"VAE (random-init R18)"}
+    with pytest.raises(PadimError, match="role='sum'"):
+        run.labels("sum")
+    cmp = run.comparison().set_index(["label", "group", "metric"])
+    assert cmp.loc[("SPADE (Lite0)", "all", "pixel_auroc"), "published"] == pytest.approx(96.5)  # Localization
+    assert cmp.loc[("SPADE (Lite0)", "all", "image_auroc"), "published"] == pytest.approx(85.5)  # detection table
+    assert cmp.loc[("PaDiM-Lite0-Rd54", "carpet", "pixel_auroc"), "published"] == pytest.approx(99.1)  # per class
+    assert np.isnan(cmp.loc[("VAE (random-init R18)", "all", "image_auroc"), "published"])
+    assert cmp.loc[("PaDiM-Lite0-Rd54", "all", "pro"), "difference"] == pytest.approx(95.0 - 92.1)
+    pub = run.published()
+    assert {"group", "label", "metric", "value"} <= set(pub.columns) and pub["value"].max() <= 1
+
+
+def test_claims_of_the_comparison_hold_on_the_papers_figures_and_are_tested_on_rows():
+    chosen = comparisons.comparison_claims()
+    assert {c["id"] for c in chosen} >= {"padim-wr50-beats-spade-pixel-auroc", "padim-r18-beats-vae-pro",
+                                         "padim-wr50-beats-spade-image-auroc"}
+    assert all("not a quote" in c["source"] for c in chosen)
+    paper = claims.self_check(chosen)
+    assert (paper["verdict"] == "holds").all()
+    good = _run(_rows({"VAE": 0.7, "SPADE (WR50)": 0.9, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
+    rows = comparisons.claim_rows(good)
+    assert set(rows.loc[rows["published_row"] == "SPADE", "label"]) == {"SPADE (Lite0)"}
+    verdicts = claims.evaluate_claims(rows, chosen, comparable=False)
+    assert (verdicts["verdict"] == "holds").all(), verdicts[["id", "verdict", "note"]]
+    bad = _run(_rows({"VAE": 0.97, "SPADE (WR50)": 0.99, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
+    verdicts = claims.evaluate_claims(comparisons.claim_rows(bad), chosen, comparable=False)
+    assert (verdicts["verdict"] == "does not hold").all()
+
+
+def test_pick_classes_keeps_the_first_of_each_kind(tmp_path):
+    from conftest_book import make_tiny_data
+
+    data = make_tiny_data(tmp_path / "data")  # brick (texture), washer (object)
+    assert comparisons.pick_classes(data, None, 1) == ["brick", "washer"]
+    assert comparisons.pick_classes(data, ["washer"], 1) == ["washer"]
+    assert comparisons.pick_classes(data, "all", None) is None
+    with pytest.raises(PadimError, match="per_kind=0"):
+        comparisons.pick_classes(data, None, 0)
+
+
+def test_detector_artifacts_hook_returns_the_loss_history_or_nothing():
+    class Trained(Detector):
+        def __init__(self):
+            self.loss_history_ = {"epoch_loss": [3.0, 2.0], "step_loss": [4, 3, 2]}
+
+    out = Trained().artifacts()
+    assert set(out) == {"loss_epoch_loss", "loss_step_loss"}
+    assert out["loss_epoch_loss"].dtype == np.float32 and out["loss_step_loss"].tolist() == [4, 3, 2]
+    assert Detector().artifacts() == {}
+
+
+@pytest.mark.parametrize("profile", ["embedded", "paper"])
+def test_study_yaml_holds_the_chapters_configurations(profile):
+    """The sweep's study computes the very tasks the chapter reads (equal configuration keys)."""
+    from pathlib import Path
+
+    import yaml
+
+    from padim_lib import runner
+    from padim_lib.config import ExperimentConfig
+
+    study = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / f"study-{profile}.yaml").read_text())
+    keys = set()
+    for entry in study["configurations"]:
+        if isinstance(entry, str) or "preset" in entry:
+            continue
+        fields = {**study["base"], **entry}
+        fields.pop("seeds", None)
+        keys.add(ExperimentConfig.from_dict(fields).key())
+    p = runner.PROFILES[profile]
+    want = comparisons.comparison_configs(
+        small_backbone=p.get("small_backbone", "efficientnet_lite0"),
+        large_backbone=p.get("large_backbone", "efficientnet_lite0"),
+        spade_backbone=p.get("spade_backbone", "efficientnet_lite0"),
+        vae_pretrained=p.get("vae_pretrained", False),
+        vae=comparisons.vae_params(p.get("vae_epochs", 6), p.get("vae_images_per_epoch", 32),
+                                   p.get("vae_image_size", 96), 32 if profile == "paper" else 16),
+        spade={"k": 50, "n_gallery": p.get("spade_gallery", 5), "kappa": 1}, resize=256, crop=224,
+    )
+    missing = [c.label for c in want if c.key() not in keys]
+    assert not missing, f"study-{profile}.yaml lacks {missing}"

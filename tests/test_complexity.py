@@ -1,0 +1,83 @@
+"""padim_lib.complexity: the memory formula against real fitted tensors, the timing helper's structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from padim_lib import complexity
+from padim_lib.config import ExperimentConfig
+from padim_lib.errors import PadimError
+
+
+def test_time_call_warms_up_then_times_each_repeat():
+    calls = []
+    t = complexity.time_call(lambda: calls.append(1), warmup=2, repeats=5)
+    assert len(calls) == 7 and len(t.values) == 5
+    assert t.min <= t.median <= t.max and t.min == min(t.values) and t.max == max(t.values)
+    synced = []
+    complexity.time_call(lambda: None, warmup=0, repeats=3, sync=lambda: synced.append(1))
+    assert len(synced) == 6  # before and after every timed call
+    with pytest.raises(PadimError, match="repeats=0"):
+        complexity.time_call(lambda: None, repeats=0)
+    with pytest.raises(PadimError, match="warmup=-1"):
+        complexity.time_call(lambda: None, warmup=-1)
+
+
+def test_state_bytes_counts_fitted_tensors_once_and_skips_the_backbone():
+    class Est:
+        pass
+
+    est = Est()
+    shared = torch.zeros(10, dtype=torch.float32)
+    est.mean_ = shared
+    est.again_ = [shared, np.zeros(3, np.float64)]  # the same tensor twice counts once
+    est.net_ = nn.Linear(4, 2)  # 8 weights + 2 biases
+    est._extractor_ = nn.Linear(100, 100)  # the frozen backbone: not the model's state
+    est.k = torch.zeros(1000)  # a parameter, not fitted state
+    assert complexity.state_bytes(est) == 40 + 24 + 40
+
+
+def test_padim_memory_formula_equals_the_fitted_models_tensors():
+    config = ExperimentConfig(method="padim", backbone="efficientnet_lite0", reduce="random:8", pretrained=False)
+    from padim_lib.detectors import build_detector
+
+    det = build_detector(config, device="cpu").set_params(progress=False).fit(complexity.random_images(3, 64))
+    positions = complexity.grid_positions(det)
+    assert positions == 16 * 16  # Lite0's first default layer has stride 4
+    assert complexity.state_bytes(det) == complexity.padim_bytes(positions, 8)
+    assert complexity.padim_bytes(3136, 550) == pytest.approx(3.8e9, rel=0.01)  # the paper's 3.8 GB for WR50-Rd550
+
+
+def test_measure_and_scaling_report_medians_spreads_and_the_expected_memory():
+    config = ExperimentConfig(method="padim", backbone="efficientnet_lite0", reduce="random:4", pretrained=False)
+    frame = complexity.scaling(config, "d", [4, 8], n_train=3, n_test=2, image_size=64, warmup=0, repeats=2)
+    assert list(frame["d"]) == [4, 8]
+    for q in ("fit_s", "predict_s"):
+        assert (frame[f"{q}_min"] <= frame[q]).all() and (frame[q] <= frame[f"{q}_max"]).all()
+    assert np.allclose(frame["memory_mb"], frame["expected_mb"])
+    with pytest.raises(PadimError, match="factor='size'"):
+        complexity.scaling(config, "size", [1], n_train=2, n_test=1, image_size=64)
+    info = complexity.hardware("cpu")
+    assert "CPU" in info and "torch threads" in info
+
+
+def test_scaling_figure_draws_the_law_through_the_largest_time_and_in_bytes_for_memory():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from padim_lib import comparison_plots
+
+    frame = pd.DataFrame({"d": [10, 20, 40], "n_train": [5, 5, 5], "fit_s": [1.0, 1.2, 2.0], "predict_s": [0.1, 0.1, 0.2],
+                          "memory_mb": [1.0, 3.5, 13.0], "expected_mb": [1.1, 4.2, 16.4]})
+    fig = comparison_plots.scaling_figure(frame, "d")
+    fit_ax, _, mem_ax = fig.axes
+    law = [line for line in fit_ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert law.get_ydata()[-1] == pytest.approx(2.0)  # anchored at the largest measurement
+    mem_law = [line for line in mem_ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert list(mem_law.get_ydata()) == [1.1, 4.2, 16.4]  # absolute bytes, not rescaled
+    matplotlib.pyplot.close(fig)
