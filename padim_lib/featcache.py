@@ -34,6 +34,10 @@ from padim_lib.config import code_versions, file_digest, stable_hash
 from padim_lib.errors import PadimError
 
 STORAGE_DTYPE = torch.float16
+# Backbones run channels-last: the same maps to float32 rounding (within 1e-6 of their range,
+# tests/test_features.py), 1.4-1.6x faster on CPU. A runtime choice, not part of any key
+# (benchmarks/bench_book.py switches it off to measure the difference).
+CHANNELS_LAST = True
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
 
@@ -126,10 +130,8 @@ def _make_extractor(spec: FeatureSpec, device: torch.device) -> torch.nn.Module:
     # Looked up on the module at call time so tests can count or replace extractions.
     from padim_lib import features
 
-    # channels-last is a runtime choice, not part of the key: the same maps to float32 rounding
-    # (within 1e-6 of their range, tests/test_features.py), 1.4-1.6x faster on CPU.
     return features.FeatureExtractor(
-        spec.backbone, spec.layers, pretrained=spec.pretrained, weights=spec.weights, channels_last=True
+        spec.backbone, spec.layers, pretrained=spec.pretrained, weights=spec.weights, channels_last=CHANNELS_LAST
     ).to(device)
 
 
