@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from padim_lib import runlog
 from padim_lib.atomic import atomic_write
 from padim_lib.chapters import Chapter, project_root, select_chapters, toc_chapters, write_placeholder
 from padim_lib.errors import PadimError
@@ -120,6 +121,10 @@ def build_book(
     root = project_root(root)
     chapters = toc_chapters(root)
     selected = select_chapters(chapters, only)
+    # The introduction lists when and how every chapter ran (padim_lib.runlog): it runs after the
+    # others, and again whenever any chapter is re-run alone.
+    intro = chapters[0]
+    selected = [c for c in selected if c is not intro] + ([intro] if selected else [])
     name, values = resolve_profile(profile, root, params, log=log)
     per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
     check_params(values, selected)
@@ -132,6 +137,7 @@ def build_book(
             log(f"[{i}/{len(selected)}] {chapter.stem}: running (elapsed {_fmt_s(time.perf_counter() - t0)})")
             t1 = time.perf_counter()
             run_notebook(chapter, per_notebook[chapter.stem], root=root, kernel=kernel, stream=stream_output)
+            runlog.record(root, chapter.stem, name, per_notebook[chapter.stem])
             log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(time.perf_counter() - t1)}")
     for chapter in chapters:
         if not chapter.executed.exists():
