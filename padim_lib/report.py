@@ -74,8 +74,13 @@ def comparison_table(comparison: pd.DataFrame, metric: str, *, labels: Sequence[
             cells["SEM over seeds (all)"] = f"{float(hit.iloc[0]['seed_sem']) / 100:.1e}" if n > 1 else "–"
         records[label] = cells
     df = pd.DataFrame.from_dict(records, orient="index").rename_axis("configuration")
+    replicates = sorted({int(n) for n in sub.get("n_replicates", pd.Series(dtype=int)).dropna()})
+    seeds = sorted({int(n) for n in sub.get("n_seeds", pd.Series(dtype=int)).dropna()})
+    basis = (f"intervals from B = {'/'.join(map(str, replicates)) or 0} bootstrap resamples of the test images"
+             f", {'/'.join(map(str, seeds)) or 1} seed(s) per configuration")
     caption = (f"{metric_label(metric)} (%): reproduced [95 % CI]; paper value and difference "
-               f"reproduced − paper in p.p. Published figures: {'; '.join(dict.fromkeys(sources)) or 'none'}.")
+               f"reproduced − paper in p.p.; {basis}. "
+               f"Published figures: {'; '.join(dict.fromkeys(sources)) or 'none'}.")
     styles = [{"selector": "caption", "props": "caption-side: top; text-align: left; font-size: 0.9em;"},
               {"selector": "td", "props": "text-align: center; white-space: nowrap;"}]
     return df.style.set_caption(caption).set_table_styles(styles)
