@@ -76,7 +76,7 @@ def _run_on_dask(plan, store, cache_dir, device, bootstrap, task_fn, feature_fn,
                  threads):
     from distributed import as_completed
 
-    from padim_lib.sweep import _failure, _feature_job, _task_job, task_label
+    from padim_lib.jobs import _failure, _feature_job, _task_job, task_label
 
     results_dir = str(store.directory)
     # Deterministic keys: two clients on one scheduler share a job instead of running it twice.

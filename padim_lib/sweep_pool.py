@@ -38,7 +38,7 @@ def run_in_pool(plan: Any, store: Any, cache_dir: str, device: str, bootstrap: i
                 feature_fn: Any, progress: Any, workers: int) -> list[dict]:
     """Run `plan` (see sweep._plan) on `workers` processes; returns the failures, as sweep does."""
     from padim_lib.errors import PadimError
-    from padim_lib.sweep import _failure, _feature_job, _task_job, task_label
+    from padim_lib.jobs import _failure, _feature_job, _task_job, task_label
 
     failures: list[dict] = []
     feature_paths: dict[str, str] = {}
