@@ -140,6 +140,26 @@ def test_overlay_grid_draws_every_class_in_one_figure_with_aligned_columns():
         plots.overlay_grid({})
 
 
+def test_side_by_side_grid_draws_every_class_in_one_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    def block(k: int) -> dict:
+        return {"images": np.zeros((k, 8, 8, 3)), "masks": np.zeros((k, 8, 8)), "titles": ["good"] * k,
+                "maps": {"PaDiM": np.random.default_rng(0).random((k, 8, 8)), "VAE": np.ones((k, 8, 8))}}
+
+    fig = comparison_plots.side_by_side_grid({"brick": block(2), "washer": block(3)})
+    assert [s._suptitle.get_text() for s in fig.subfigs] == ["brick", "washer"]
+    # a row per image, a column for the image and one per method
+    assert [len(s.axes) for s in fig.subfigs] == [2 * 3, 3 * 3]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no classes"):
+        comparison_plots.side_by_side_grid({})
+
+
 # ----------------------------------------------------------------------------- the built book
 
 
