@@ -12,21 +12,24 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 
 
 def side_by_side_figure(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray],
-                        titles: Sequence[str] = (), suptitle: str = "") -> Figure:
+                        titles: Sequence[str] = (), suptitle: str = "",
+                        fig: Figure | SubFigure | None = None) -> Figure | SubFigure:
     """Rows: test images; columns: the image with its ground truth (red), then each method's map.
 
     Each map is scaled to its own method's range over the shown images (methods measure different
     distances), so a column compares images, a row compares where each method looks.
+    `fig`: draw into this (sub)figure instead of a new one (see `side_by_side_grid`).
     """
     k, names = len(images), list(maps)
     if any(len(m) != k for m in maps.values()) or len(masks) != k:
         raise ValueError(f"side_by_side_figure: {k} images, masks {len(masks)}, maps {[len(m) for m in maps.values()]}")
-    fig, axes = plt.subplots(k, 1 + len(names), figsize=(2.0 * (1 + len(names)), 2.0 * k + 0.4), squeeze=False,
-                             layout="constrained")
+    if fig is None:
+        fig = plt.figure(figsize=_side_by_side_size(k, len(names)), layout="constrained")
+    axes = fig.subplots(k, 1 + len(names), squeeze=False)
     for i in range(k):
         axes[i, 0].imshow(images[i])
         if np.asarray(masks[i]).any():
@@ -44,6 +47,25 @@ def side_by_side_figure(images: np.ndarray, masks: np.ndarray, maps: Mapping[str
         ax.grid(False)
     if suptitle:
         fig.suptitle(suptitle)
+    return fig
+
+
+def _side_by_side_size(rows: int, methods: int) -> tuple[float, float]:
+    return 2.0 * (1 + methods), 2.0 * rows + 0.4
+
+
+def side_by_side_grid(blocks: Mapping[str, Mapping]) -> Figure:
+    """`side_by_side_figure` for several classes in one figure: one subfigure per class, titled with
+    its name, stacked. blocks: class -> keyword arguments of `side_by_side_figure` (images, masks,
+    maps, titles), e.g. padim_lib.comparisons.side_by_side(run, class)."""
+    if not blocks:
+        raise ValueError("side_by_side_grid: no classes to draw")
+    methods = max(len(b["maps"]) for b in blocks.values())
+    heights = [_side_by_side_size(len(b["images"]), methods)[1] for b in blocks.values()]
+    fig = plt.figure(figsize=(_side_by_side_size(1, methods)[0], sum(heights)), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(blocks), 1, height_ratios=heights))
+    for sub, (name, kwargs) in zip(subfigs, blocks.items(), strict=True):
+        side_by_side_figure(**kwargs, suptitle=name, fig=sub)
     return fig
 
 

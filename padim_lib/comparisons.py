@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from padim_lib import experiments, stats, sweep
+from padim_lib import experiments, stats, study, sweep
 from padim_lib.backbones import embedding_size, resolve_layers
 from padim_lib.config import ExperimentConfig
 from padim_lib.datasets import Preprocess, category_kinds
@@ -205,7 +205,7 @@ def run_comparison(
     """
     configs = comparison_configs(preprocess=preprocess, sigma=sigma, eps=eps, max_train=max_train, **models)
     chosen = as_list(classes)
-    tasks = sweep.make_tasks(data_root, "all" if chosen is None else chosen, configs)
+    tasks = study.make_tasks(data_root, "all" if chosen is None else chosen, configs)
     if progress:
         names = list(dict.fromkeys(t.category for t in tasks))
         print(f"{TABLE}: {len(tasks)} tasks ({len(configs)} configurations x {len(names)} classes: "

@@ -13,17 +13,24 @@ import nbformat
 import pytest
 import yaml
 
-from padim_lib import plots, report
+from padim_lib import comparison_plots, plots, report
 from padim_lib.chapters import toc_chapters
 
 pytest_plugins = ["conftest_book"]
 
 REPO = Path(__file__).resolve().parents[1]
 STEMS = [c.stem for c in toc_chapters(REPO)]
-# padim_lib.plots' drawing functions: those that return a figure or axes
-DRAWING = sorted(name for name, fn in vars(plots).items()
-                 if callable(fn) and getattr(fn, "__module__", "") == plots.__name__ and not name.startswith("_")
-                 and re.search(r"\b(Figure|Axes)\b", str(getattr(fn, "__annotations__", {}).get("return", ""))))
+
+
+def _drawing(module) -> list[str]:
+    """A plotting module's drawing functions: those that return a figure or axes."""
+    return sorted(name for name, fn in vars(module).items()
+                  if callable(fn) and getattr(fn, "__module__", "") == module.__name__ and not name.startswith("_")
+                  and re.search(r"\b(Figure|Axes)\b", str(getattr(fn, "__annotations__", {}).get("return", ""))))
+
+
+DRAWING = _drawing(plots)
+COMPARISON_DRAWING = _drawing(comparison_plots)  # the baselines' and complexity chapters' figures
 
 
 def _figure_cells(nb) -> list:
@@ -35,12 +42,13 @@ def _figure_cells(nb) -> list:
 
 def test_every_cell_that_draws_has_one_figure_and_a_named_caption():
     assert {"overlay_grid", "curve_grid", "per_class_figure", "score_figure"} <= set(DRAWING)
+    assert {"side_by_side_grid", "scaling_figure", "loss_figure"} <= set(COMPARISON_DRAWING)
     names: list[str] = []
     for stem in STEMS:
         nb = nbformat.read(REPO / "book" / f"{stem}.ipynb", as_version=4)
         for cell in (c for c in nb.cells if c.cell_type == "code"):
-            calls = re.findall(r"\bplots\.(\w+)\(", cell.source)
-            drawn = [name for name in calls if name in DRAWING]
+            calls = re.findall(r"\b(comparison_)?plots\.(\w+)\(", cell.source)
+            drawn = [name for comparison, name in calls if name in (COMPARISON_DRAWING if comparison else DRAWING)]
             if not drawn:
                 assert "figure" not in cell.metadata.get("mystnb", {}), f"{stem}: a caption on a cell that draws nothing"
                 continue
@@ -130,6 +138,26 @@ def test_overlay_grid_draws_every_class_in_one_figure_with_aligned_columns():
     plt.close(fig)
     with pytest.raises(ValueError, match="no classes"):
         plots.overlay_grid({})
+
+
+def test_side_by_side_grid_draws_every_class_in_one_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    def block(k: int) -> dict:
+        return {"images": np.zeros((k, 8, 8, 3)), "masks": np.zeros((k, 8, 8)), "titles": ["good"] * k,
+                "maps": {"PaDiM": np.random.default_rng(0).random((k, 8, 8)), "VAE": np.ones((k, 8, 8))}}
+
+    fig = comparison_plots.side_by_side_grid({"brick": block(2), "washer": block(3)})
+    assert [s._suptitle.get_text() for s in fig.subfigs] == ["brick", "washer"]
+    # a row per image, a column for the image and one per method
+    assert [len(s.axes) for s in fig.subfigs] == [2 * 3, 3 * 3]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no classes"):
+        comparison_plots.side_by_side_grid({})
 
 
 # ----------------------------------------------------------------------------- the built book
