@@ -274,6 +274,23 @@ def _register_builtin() -> None:
         backbones=("resnet18",),
         description="VAE: ResNet18 encoder, 8x8 latent, pixel-wise L2 reconstruction error (the paper's baseline)",
     ))
+    register(MethodSpec(
+        name="spade",
+        target="padim_lib.baselines.spade:SPADE",
+        params={
+            "k": Param(50, (int,), "image score: mean distance to the k nearest training images "
+                       "(pooled global features); capped at the training-set size", at_least(1)),
+            "n_gallery": Param(50, (int,), "K: the pixel gallery is the feature maps of the K nearest "
+                               "training images; capped at the training-set size", at_least(1)),
+            "kappa": Param(1, (int,), "pixel score: mean distance to the kappa nearest gallery "
+                           "pixel features (1 = the nearest)", at_least(1)),
+            "global_layer": Param(None, (str,), "layer average-pooled for the image k-NN; "
+                                  "None = the backbone's deepest layer", none_ok=True),
+        },
+        reads=frozenset({"layers", "layer_mode"}),
+        description="SPADE: k-NN on pooled deep features, pixel k-NN over the K nearest training "
+        "images' feature maps (Cohen & Hoshen 2020)",
+    ))
 
 
 _register_builtin()
