@@ -35,7 +35,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from padim_lib.datasets.folder import AnomalyFolder, category_kinds, list_categories
+from padim_lib.datasets.catalog import category_kinds
+from padim_lib.datasets.folder import AnomalyFolder, list_categories
 from padim_lib.datasets.preprocess import Preprocess, binarize_mask, to_rgb
 from padim_lib.datasets.treeio import atomic_tree, check_replaceable, read_manifest
 from padim_lib.errors import PadimError
