@@ -12,17 +12,22 @@ padim_lib.features): the level outputs (the backbone's default layers) and the l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from padim_lib.backbones import embedding_size, resolve_layers
 from padim_lib.config import ExperimentConfig
+from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.errors import PadimError
-from padim_lib.studies import rd_label, short_name
+from padim_lib.studies import StudyRun, comparability, rd_label, run_study, short_name
 
 TABLE = "Image AUROC"
 B5_LITERAL_LAYERS = ("features.2", "features.5.0", "features.5")
 PUBLISHED_ROWS = {"rd": "PaDiM-WR50-Rd550", "effnet": "PaDiM-EfficientNet-B5", "spade": "SPADE"}
+# the network each published row ran (SPADE: WR50, as the PaDiM paper reproduced it)
+PAPER_BACKBONES = {"PaDiM-WR50-Rd550": "wide_resnet50_2", "PaDiM-EfficientNet-B5": "efficientnet_b5",
+                   "SPADE": "wide_resnet50_2"}
 
 
 def scaled_rd(backbone: str, paper_rd: int = 550, paper_backbone: str = "wide_resnet50_2") -> int:
@@ -69,6 +74,30 @@ def detection_configs(
     return configs
 
 
-def stand_ins(configs: Sequence[ExperimentConfig]) -> list[tuple[str, str, str]]:
-    """(label, backbone it ran, published row it is set against) for every configuration."""
-    return [(c.label, c.backbone, c.published_row) for c in configs]
+def run_detection(
+    data_root: str | os.PathLike,
+    classes: Sequence[str] | str | None,
+    *,
+    rd_backbone: str,
+    rd: int | None,
+    effnet_backbones: Sequence[str],
+    effnet_literal_layers: Sequence[str] | None,
+    spade_backbone: str | None,
+    preprocess: Preprocess,
+    sigma: float = 4.0,
+    eps: float = 0.01,
+    max_train: int | None = None,
+    **run_kwargs: Any,
+) -> StudyRun:
+    """The chapter's study: `detection_configs` on every class (`classes` None / "all": all) of
+    `data_root`, through the sweep and result cache, with its comparability to the paper recorded.
+    `run_kwargs`: studies.run_study's (results_dir, device, scheduler, bootstrap, torch_threads)."""
+    from padim_lib import sweep, tables
+
+    configs = detection_configs(rd_backbone=rd_backbone, rd=rd, effnet_backbones=effnet_backbones,
+                                effnet_literal_layers=effnet_literal_layers, spade_backbone=spade_backbone,
+                                preprocess=preprocess, sigma=sigma, eps=eps, max_train=max_train)
+    chosen = tables.as_list(classes)
+    tasks = sweep.make_tasks(data_root, chosen or "all", configs)
+    check = comparability(data_root, chosen, configs, PAPER_BACKBONES, preprocess=preprocess, max_train=max_train)
+    return run_study(TABLE, tasks, configs, comparability=check, **run_kwargs)

@@ -156,3 +156,31 @@ def run_nonaligned(
     # the same label on both: the keys differ by preprocessing, and summaries are taken per data root
     study = run_study(TABLE, tasks, [*aligned, *shifted], **run_kwargs)
     return NonAlignedRun(study, str(data_root), roots)
+
+
+def run_methods(
+    data_root: str | os.PathLike,
+    classes: Sequence[str] | str | None,
+    *,
+    n_versions: int,
+    out_dir: str | os.PathLike,
+    padim_backbone: str,
+    rd: int | None,
+    spade_backbone: str | None,
+    vae_params: dict[str, Any] | None,
+    vae_pretrained: bool,
+    aligned_preprocess: Preprocess,
+    sigma: float = 4.0,
+    eps: float = 0.01,
+    max_train: int | None = None,
+    **run_kwargs: Any,
+) -> NonAlignedRun:
+    """The chapter's study: `method_configs` on `classes` (studies.class_subset: None = one texture
+    and one object, "all" = every class) of `data_root`, aligned and on `n_versions` versions."""
+    from padim_lib.studies import class_subset
+
+    configs = method_configs(padim_backbone=padim_backbone, rd=rd, spade_backbone=spade_backbone,
+                             vae_params=vae_params, vae_pretrained=vae_pretrained, sigma=sigma, eps=eps,
+                             max_train=max_train)
+    return run_nonaligned(data_root, class_subset(data_root, classes), configs, n_versions=n_versions,
+                          out_dir=out_dir, aligned_preprocess=aligned_preprocess, **run_kwargs)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from padim_lib import sweep
 from padim_lib.config import ExperimentConfig
-from padim_lib.datasets.stc import STC_PREPROCESS
+from padim_lib.datasets.preprocess import Preprocess
+from padim_lib.datasets.stc import STC_PREPROCESS, STC_SCENES
 from padim_lib.errors import PadimError
 from padim_lib.studies import StudyRun, rd_label, run_study, short_name
 
@@ -50,6 +52,49 @@ def stc_configs(
     return configs
 
 
+# the network each published row ran (SPADE: WR50, as the PaDiM paper reproduced it)
+PAPER_BACKBONES = {"PaDiM-R18-Rd100": "resnet18", "SPADE": "wide_resnet50_2"}
+
+
+def comparability(
+    data_root: str | os.PathLike,
+    scenes: Sequence[str] | None,
+    configs: Sequence[ExperimentConfig],
+    *,
+    preprocess: Preprocess,
+    max_train: int | None = None,
+) -> tuple[bool, list[str]]:
+    """Whether an STC run can be set against the paper's figures, and if not, why: the real STC
+    (no dataset.json of a generated set, all 13 scenes), 256 x 256 without a crop, every training
+    frame, each configuration on the paper's network (and PaDiM with Rd 100)."""
+    from padim_lib.datasets.catalog import list_classes
+
+    root = Path(data_root)
+    reasons = []
+    if (root / "dataset.json").is_file():
+        reasons.append(f"the data at {data_root} is a generated set, not ShanghaiTech Campus")
+    elif sorted(scenes or list_classes(root)) != list(STC_SCENES):
+        reasons.append(f"{len(scenes or list_classes(root))} of STC's {len(STC_SCENES)} scenes")
+    if (preprocess.resize, preprocess.crop) != (STC_PREPROCESS.resize, STC_PREPROCESS.crop):
+        reasons.append(f"frames resized to {preprocess.resize} / crop {preprocess.crop}, not 256 without a crop")
+    if max_train is not None:
+        reasons.append(f"training frames capped at {max_train} per scene")
+    for c in configs:
+        wanted = PAPER_BACKBONES.get(c.published_row)
+        if wanted and c.backbone != wanted:
+            reasons.append(f"{c.label} runs {c.backbone}, not the paper's {wanted}")
+        if c.published_row == PUBLISHED_ROWS["padim"] and c.reduce != "random:100":
+            reasons.append(f"{c.label} keeps {c.reduce or 'all'} dimensions, not Rd 100")
+    return not reasons, reasons
+
+
+def frame_counts(run: StudyRun) -> dict[str, int]:
+    """Training and test frames the run's first configuration used, summed over its scenes."""
+    label = run.labels()[0]
+    arts = [run.artifacts(label, scene) for scene in run.classes]
+    return {"train": sum(int(a["n_train"]) for a in arts), "test": sum(len(a["labels"]) for a in arts)}
+
+
 def run_stc(
     data_root: str | os.PathLike,
     scenes: Sequence[str] | None,
@@ -63,3 +108,25 @@ def run_stc(
         raise PadimError(f"data_root {data_root}: not in the STC layout (expected training/videos/ and testing/frames/)")
     tasks = sweep.make_tasks(data_root, "all" if not scenes else list(scenes), configs)
     return run_study(TABLE, tasks, configs, **run_kwargs)
+
+
+def run_scenes(
+    stc_root: str | os.PathLike,
+    scenes: Sequence[str] | None,
+    *,
+    backbone: str,
+    rd: int | None,
+    spade_backbone: str | None,
+    max_train: int | None,
+    resize: int = 256,
+    sigma: float = 4.0,
+    eps: float = 0.01,
+    **run_kwargs: Any,
+) -> StudyRun:
+    """The chapter's study: `stc_configs` on frames resized to `resize` (no crop), every scene
+    (`scenes` None) of `stc_root`, with its comparability to the paper recorded."""
+    preprocess = Preprocess(resize=resize, crop=None)
+    configs = stc_configs(backbone=backbone, rd=rd, spade_backbone=spade_backbone, max_train=max_train,
+                          preprocess=preprocess, sigma=sigma, eps=eps)
+    check = comparability(stc_root, scenes, configs, preprocess=preprocess, max_train=max_train)
+    return run_stc(stc_root, scenes, configs, comparability=check, **run_kwargs)

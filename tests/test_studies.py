@@ -145,3 +145,23 @@ def test_nonaligned_run_end_to_end(mvtec, tmp_path):
     assert drops.loc["PaDiM", "published_drop"] == 5.3 and drops.loc["PaDiM", "n_versions"] == 2
     with pytest.raises(PadimError, match="version"):
         run.summary("seed7")
+
+
+# ----------------------------------------------------------------------------- example studies
+@pytest.mark.parametrize("name", ["study-embedded", "study-paper", "study-stc-embedded", "study-stc-paper"])
+def test_example_studies_expand(name, stc, mvtec):
+    from pathlib import Path
+
+    study = sweep.load_study(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml")
+    is_stc = "stc" in name
+    study["data_root"] = str(stc if is_stc else mvtec)
+    tasks = sweep.expand(study, source=name)
+    labels = {t.config.label for t in tasks}
+    if is_stc:
+        assert sorted({t.category for t in tasks}) == ["01", "02"]
+        assert all(t.config.preprocess.crop is None for t in tasks)
+        assert {t.config.published_row for t in tasks} == {"PaDiM-R18-Rd100", "SPADE"}
+    elif name == "study-embedded":
+        assert {"PaDiM-Lite0-Rd54", "PaDiM-Lite2", "SPADE-Lite0"} <= labels
+    else:
+        assert {"PaDiM-B5 (levels)", "PaDiM-B5 (literal)", "SPADE-WR50"} <= labels

@@ -44,12 +44,12 @@ from padim_lib.atomic import atomic_torch_save
 from padim_lib.baselines import knn
 from padim_lib.detectors import Detector, get_method
 from padim_lib.errors import PadimError
+from padim_lib.postprocess import anomaly_maps
 from padim_lib.streams import FeatureStream as _FeatureStream
 from padim_lib.streams import ImageBatches as _ImageBatches
 from padim_lib.streams import layer_maps as _layer_maps
 from padim_lib.streams import progress_bar as _progress
 from padim_lib.streams import resolve_device
-from padim_lib.postprocess import anomaly_maps
 
 LAYER_MODES = ("concat", "sum")
 FORMAT = "padim_lib.spade"
