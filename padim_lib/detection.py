@@ -52,7 +52,8 @@ def detection_configs(
     rd_backbone / rd: PaDiM with `rd` random dimensions (None: all) <-> "PaDiM-WR50-Rd550".
     effnet_backbones: PaDiM on each backbone's default layers <-> "PaDiM-EfficientNet-B5"; with
     `effnet_literal_layers`, the first of them also runs on those layers (the literal reading).
-    spade_backbone: SPADE <-> "SPADE" (None: no SPADE row). `common`: ExperimentConfig fields
+    spade_backbone: SPADE <-> "SPADE" (None: no SPADE row), with `spade_params` (e.g. n_gallery;
+    default: the SPADE paper's). `common`: ExperimentConfig fields
     shared by all (preprocess, sigma, eps, max_train).
     """
     if not effnet_backbones:
@@ -84,6 +85,7 @@ def run_detection(
     effnet_literal_layers: Sequence[str] | None,
     spade_backbone: str | None,
     preprocess: Preprocess,
+    spade_params: dict[str, Any] | None = None,
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
@@ -96,7 +98,7 @@ def run_detection(
 
     configs = detection_configs(rd_backbone=rd_backbone, rd=rd, effnet_backbones=effnet_backbones,
                                 effnet_literal_layers=effnet_literal_layers, spade_backbone=spade_backbone,
-                                preprocess=preprocess, sigma=sigma, eps=eps, max_train=max_train)
+                                spade_params=spade_params, preprocess=preprocess, sigma=sigma, eps=eps, max_train=max_train)
     chosen = tables.as_list(classes)
     tasks = sweep.make_tasks(data_root, chosen or "all", configs)
     check = comparability(data_root, chosen, configs, PAPER_BACKBONES, preprocess=preprocess, max_train=max_train)

@@ -56,6 +56,7 @@ def method_configs(
     vae_params: dict[str, Any] | None,
     vae_pretrained: bool = True,
     seed: int = 0,
+    spade_params: dict[str, Any] | None = None,
     **common: Any,
 ) -> list[ExperimentConfig]:
     """PaDiM (Rd `rd` on `padim_backbone`), SPADE and the VAE (None: left out). Labels "PaDiM",
@@ -63,7 +64,7 @@ def method_configs(
     configs = [ExperimentConfig(backbone=padim_backbone, reduce=f"random:{int(rd)}" if rd else None, seed=seed,
                                 label="PaDiM", published_row="PaDiM", **common)]
     if spade_backbone:
-        configs.append(ExperimentConfig(method="spade", backbone=spade_backbone, label="SPADE",
+        configs.append(ExperimentConfig(method="spade", backbone=spade_backbone, params=spade_params or {}, label="SPADE",
                                         published_row="SPADE", **common))
     if vae_params is not None:
         configs.append(ExperimentConfig(method="vae", backbone="resnet18", params=vae_params, seed=seed,
@@ -170,6 +171,7 @@ def run_methods(
     vae_params: dict[str, Any] | None,
     vae_pretrained: bool,
     aligned_preprocess: Preprocess,
+    spade_params: dict[str, Any] | None = None,
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
@@ -180,7 +182,7 @@ def run_methods(
     from padim_lib.studies import class_subset
 
     configs = method_configs(padim_backbone=padim_backbone, rd=rd, spade_backbone=spade_backbone,
-                             vae_params=vae_params, vae_pretrained=vae_pretrained, sigma=sigma, eps=eps,
-                             max_train=max_train)
+                             vae_params=vae_params, vae_pretrained=vae_pretrained, spade_params=spade_params,
+                             sigma=sigma, eps=eps, max_train=max_train)
     return run_nonaligned(data_root, class_subset(data_root, classes), configs, n_versions=n_versions,
                           out_dir=out_dir, aligned_preprocess=aligned_preprocess, **run_kwargs)

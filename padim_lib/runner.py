@@ -86,12 +86,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "det_effnet_backbones": ["efficientnet_b5"],
         "det_effnet_literal_layers": ["features.2", "features.5.0", "features.5"],
         "det_spade_backbone": "wide_resnet50_2",
+        "det_spade_params": {},
         # non-aligned MVTec AD (book/non_aligned.ipynb): all classes, 5 versions, the paper's VAE
         "na_classes": "all",
         "na_versions": 5,
         "na_backbone": "wide_resnet50_2",
         "na_rd": 550,
         "na_spade_backbone": "wide_resnet50_2",
+        "na_spade_params": {},
         "na_vae_params": {},
         "na_vae_pretrained": True,
         # ShanghaiTech Campus (book/stc.ipynb)
@@ -99,6 +101,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "stc_backbone": "resnet18",
         "stc_rd": 100,
         "stc_spade_backbone": "wide_resnet50_2",
+        "stc_spade_params": {},
         "stc_max_train": 2000,
     },
 }

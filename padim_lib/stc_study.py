@@ -37,6 +37,7 @@ def stc_configs(
     spade_backbone: str | None,
     max_train: int | None = None,
     seed: int = 0,
+    spade_params: dict[str, Any] | None = None,
     **common: Any,
 ) -> list[ExperimentConfig]:
     """PaDiM (Rd `rd` on `backbone`) <-> "PaDiM-R18-Rd100" and SPADE <-> "SPADE", on the paper's
@@ -46,7 +47,8 @@ def stc_configs(
                                 max_train=max_train, label=rd_label(backbone, rd),
                                 published_row=PUBLISHED_ROWS["padim"], **common)]
     if spade_backbone:
-        configs.append(ExperimentConfig(method="spade", backbone=spade_backbone, max_train=max_train,
+        configs.append(ExperimentConfig(method="spade", backbone=spade_backbone, params=spade_params or {},
+                                        max_train=max_train,
                                         label=f"SPADE-{short_name(spade_backbone)}",
                                         published_row=PUBLISHED_ROWS["spade"], **common))
     return configs
@@ -119,6 +121,7 @@ def run_scenes(
     spade_backbone: str | None,
     max_train: int | None,
     resize: int = 256,
+    spade_params: dict[str, Any] | None = None,
     sigma: float = 4.0,
     eps: float = 0.01,
     **run_kwargs: Any,
@@ -127,6 +130,6 @@ def run_scenes(
     (`scenes` None) of `stc_root`, with its comparability to the paper recorded."""
     preprocess = Preprocess(resize=resize, crop=None)
     configs = stc_configs(backbone=backbone, rd=rd, spade_backbone=spade_backbone, max_train=max_train,
-                          preprocess=preprocess, sigma=sigma, eps=eps)
+                          spade_params=spade_params, preprocess=preprocess, sigma=sigma, eps=eps)
     check = comparability(stc_root, scenes, configs, preprocess=preprocess, max_train=max_train)
     return run_stc(stc_root, scenes, configs, comparability=check, **run_kwargs)

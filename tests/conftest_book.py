@@ -57,7 +57,8 @@ def copy_project(dest: Path) -> Path:
 def make_tiny_stc(dest: Path) -> Path:
     from padim_lib.datasets import make_synthetic_stc
 
-    return make_synthetic_stc(dest, seed=0, scenes=2, train_clips=2, test_clips=1, train_frames=6, test_frames=10,
+    # two test clips: a short clip of scene 02 shows no anomaly yet (its pixel AUROC would be undefined)
+    return make_synthetic_stc(dest, seed=0, scenes=2, train_clips=2, test_clips=2, train_frames=6, test_frames=10,
                               height=48, width=64)
 
 
