@@ -103,6 +103,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "stc_spade_backbone": "wide_resnet50_2",
         "stc_spade_params": {},
         "stc_max_train": 2000,
+        "stc_resize": 256,
     },
 }
 STC_ROOT_EMBEDDED = "data/synthetic_stc"  # the stc chapter's default `stc_root`, made on first use
