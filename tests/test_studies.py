@@ -76,6 +76,19 @@ def test_stc_study_runs_and_reuses_the_cache(stc, tmp_path):
     comparison = run.comparison()
     hit = comparison[(comparison["metric"] == "pixel_auroc") & (comparison["group"] == "all")]
     assert float(hit["published"].iloc[0]) == 91.2
+    pub = run.published()
+    assert pub.to_dict("records") == [{"group": "all", "label": "PaDiM-Lite0-Rd20", "metric": "pixel_auroc",
+                                       "value": pytest.approx(0.912)}]
+    assert run.stand_ins().loc["PaDiM-Lite0-Rd20", "set against (paper)"] == "PaDiM-R18-Rd100"
+    fpr, tpr = run.curves("pixel_roc")["01"]["PaDiM-Lite0-Rd20"]
+    assert fpr[0] == 0 and tpr[-1] == 1
+    from matplotlib.figure import Figure
+
+    from padim_lib.stc_study import frame_counts
+    from padim_lib.study_plots import scene_figure
+
+    assert isinstance(scene_figure(run.summary(), run.labels(), pub, ("pixel_auroc", "image_auroc")), Figure)
+    assert frame_counts(run) == {"train": 8, "test": 12}
     again = run_stc(stc, ["01"], configs, results_dir=tmp_path, device="cpu", bootstrap=3, progress=False, workers=1)
     pd.testing.assert_frame_equal(again.results, rows)
     with pytest.raises(PadimError, match="STC layout"):
@@ -145,6 +158,11 @@ def test_nonaligned_run_end_to_end(mvtec, tmp_path):
     assert drops.loc["PaDiM", "published_drop"] == 5.3 and drops.loc["PaDiM", "n_versions"] == 2
     with pytest.raises(PadimError, match="version"):
         run.summary("seed7")
+    from matplotlib.figure import Figure
+
+    from padim_lib.study_plots import nonaligned_figure
+
+    assert isinstance(nonaligned_figure(run), Figure)
 
 
 # ----------------------------------------------------------------------------- example studies
@@ -165,3 +183,41 @@ def test_example_studies_expand(name, stc, mvtec):
         assert {"PaDiM-Lite0-Rd54", "PaDiM-Lite2", "SPADE-Lite0"} <= labels
     else:
         assert {"PaDiM-B5 (levels)", "PaDiM-B5 (literal)", "SPADE-WR50"} <= labels
+
+
+# ----------------------------------------------------------------------------- helpers
+def test_class_subset(mvtec, tmp_path):
+    from padim_lib.studies import class_subset
+
+    two = make_synthetic(tmp_path / "two", seed=0, n_train=2, n_test_good=1, n_test_defect=1, size=32,
+                         categories=["washer", "brick"])
+    assert class_subset(two, None) == ["brick", "washer"]  # the first texture, then the first object
+    assert class_subset(two, "all") == ["brick", "washer"]
+    assert class_subset(two, "washer") == ["washer"] and class_subset(mvtec, ["washer"]) == ["washer"]
+
+
+def test_comparability_names_every_difference(mvtec, stc):
+    from padim_lib import detection, stc_study
+    from padim_lib.studies import comparability
+
+    configs = detection_configs(rd_backbone="efficientnet_lite0", rd=54, effnet_backbones=["efficientnet_b5"],
+                                spade_backbone="wide_resnet50_2")
+    ok, reasons = comparability(mvtec, None, configs, detection.PAPER_BACKBONES, preprocess=Preprocess())
+    assert not ok and any("generated set" in r for r in reasons)
+    assert any("PaDiM-Lite0-Rd54 runs efficientnet_lite0, not the paper's wide_resnet50_2" in r for r in reasons)
+    assert not any("B5" in r or "SPADE" in r for r in reasons)  # those run the paper's networks
+    configs = stc_configs(backbone="resnet18", rd=100, spade_backbone="wide_resnet50_2")
+    ok, reasons = stc_study.comparability(stc, None, configs, preprocess=SMALL, max_train=5)
+    assert not ok and len(reasons) == 3  # generated set, 64 px, training frames capped
+    assert stc_study.comparability(stc, None, configs[:1], preprocess=Preprocess(256, None))[1] == [
+        f"the data at {stc} is a generated set, not ShanghaiTech Campus"]
+
+
+def test_prepare_stc_checks_a_real_tree(stc, tmp_path):
+    from padim_lib.runner import prepare_stc
+
+    prepare_stc("paper", stc, tmp_path, log=print)  # a usable tree: nothing to say
+    with pytest.raises(PadimError, match="stc_root.*not downloaded automatically"):
+        prepare_stc("paper", tmp_path / "missing", tmp_path, log=print)
+    with pytest.raises(PadimError, match="stc_root"):  # embedded, but not its own synthetic set
+        prepare_stc("embedded", tmp_path / "missing", tmp_path, log=print)
