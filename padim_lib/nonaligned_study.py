@@ -114,14 +114,15 @@ class NonAlignedRun:
                                            "value": (aligned.reindex(d.index) - d).to_numpy()})
                           for v, d in drops.items()}
         spread = spread_over_versions(drop_summaries).set_index("label")
-        values = spread_over_versions({v: s for v, s in per_version.items()})
+        values = spread_over_versions(per_version)
         values = values[(values["metric"] == metric) & (values["group"] == group)].set_index("label")
         published = load_published()
+        rows = {c.label: c.published_row for c in self.study.configs}
         out = []
         for label in self.study.labels():
             if label not in spread.index or label not in aligned.index:
                 continue
-            pub = published_value(published, TABLE, label, "all", DROP_METRIC)
+            pub = published_value(published, TABLE, rows[label], "all", DROP_METRIC) if rows[label] else None
             out.append({"label": label, "aligned": 100 * aligned[label], "nonaligned": 100 * values.loc[label, "mean"],
                         "nonaligned_std": 100 * values.loc[label, "std"], "drop": 100 * spread.loc[label, "mean"],
                         "drop_std": 100 * spread.loc[label, "std"], "drop_sem": 100 * spread.loc[label, "sem"],
