@@ -28,13 +28,12 @@ from padim_lib.errors import PadimError
 from padim_lib.experiments import Task
 from padim_lib.results import ResultStore
 
-SHORT = {"resnet18": "R18", "wide_resnet50_2": "WR50", "efficientnet_b5": "B5",
-         "efficientnet_lite0": "Lite0", "efficientnet_lite2": "Lite2"}
-
 
 def short_name(backbone: str) -> str:
     """The paper's short name of a backbone ("WR50"), or the name itself."""
-    return SHORT.get(backbone, backbone)
+    from padim_lib.tables import BACKBONE_SHORT
+
+    return BACKBONE_SHORT.get(backbone, backbone)
 
 
 def rd_label(backbone: str, rd: int | None) -> str:
