@@ -221,3 +221,12 @@ def test_prepare_stc_checks_a_real_tree(stc, tmp_path):
         prepare_stc("paper", tmp_path / "missing", tmp_path, log=print)
     with pytest.raises(PadimError, match="stc_root"):  # embedded, but not its own synthetic set
         prepare_stc("embedded", tmp_path / "missing", tmp_path, log=print)
+
+
+def test_the_studies_do_not_key_results():
+    """Editing a chapter's study module (configurations, summaries) keeps every cached result."""
+    from padim_lib.config import _source_files
+
+    keyed = {p.name for p in _source_files("results")}
+    assert not keyed & {"studies.py", "detection.py", "nonaligned_study.py", "stc_study.py", "study_plots.py"}
+    assert {"padim.py", "experiments.py"} <= keyed
