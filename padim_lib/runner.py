@@ -94,8 +94,33 @@ PROFILES: dict[str, dict[str, Any]] = {
         "vae_batch_size": 32,
         "spade_gallery": 50,
         "paper_models": [],
+        # image-level detection (book/detection.ipynb): the networks the paper names
+        "det_rd_backbone": "wide_resnet50_2",
+        "det_rd": 550,
+        "det_effnet_backbones": ["efficientnet_b5"],
+        "det_effnet_literal_layers": ["features.2", "features.5.0", "features.5"],
+        "det_spade_backbone": "wide_resnet50_2",
+        "det_spade_params": {},
+        # non-aligned MVTec AD (book/non_aligned.ipynb): all classes, 5 versions, the paper's VAE
+        "na_classes": "all",
+        "na_versions": 5,
+        "na_backbone": "wide_resnet50_2",
+        "na_rd": 550,
+        "na_spade_backbone": "wide_resnet50_2",
+        "na_spade_params": {},
+        "na_vae_params": {},
+        "na_vae_pretrained": True,
+        # ShanghaiTech Campus (book/stc.ipynb)
+        "stc_root": "data/stc",
+        "stc_backbone": "resnet18",
+        "stc_rd": 100,
+        "stc_spade_backbone": "wide_resnet50_2",
+        "stc_spade_params": {},
+        "stc_max_train": 2000,
+        "stc_resize": 256,
     },
 }
+STC_ROOT_EMBEDDED = "data/synthetic_stc"  # the stc chapter's default `stc_root`, made on first use
 
 
 def build_book(
@@ -132,6 +157,8 @@ def build_book(
     log(f"padim book: profile {name!r}, {len(selected)} notebook(s), root {root}")
     for data_root in dict.fromkeys(p["data_root"] for p in per_notebook.values() if "data_root" in p):
         prepare_data(name, data_root, root, log=log)
+    for stc_root in dict.fromkeys(p["stc_root"] for p in per_notebook.values() if "stc_root" in p):
+        prepare_stc(name, stc_root, root, log=log)
     with private_kernel() as kernel:
         for i, chapter in enumerate(selected, 1):
             log(f"[{i}/{len(selected)}] {chapter.stem}: running (elapsed {_fmt_s(time.perf_counter() - t0)})")
@@ -201,6 +228,25 @@ def prepare_data(profile: str, data_root: str | os.PathLike, root: Path, *, log:
         make_synthetic(path)  # idempotent: returns at once when the same manifest exists
     elif not path.is_dir():
         raise PadimError(f"data_root {data_root!r}: no such folder (relative paths are from {root})")
+
+
+def prepare_stc(profile: str, stc_root: str | os.PathLike, root: Path, *, log: Callable[[str], None]) -> None:
+    """On `embedded`, make the synthetic STC set if it is missing (`make_synthetic_stc`, default size);
+    otherwise check that `stc_root` is a usable STC tree (ShanghaiTech Campus is never downloaded)."""
+    path = Path(stc_root) if Path(stc_root).is_absolute() else root / stc_root
+    if profile == "embedded" and str(stc_root) == STC_ROOT_EMBEDDED:
+        from padim_lib.datasets.synthetic_stc import make_synthetic_stc
+
+        if not (path / "dataset.json").is_file():
+            log(f"making the synthetic STC set at {path}")
+        make_synthetic_stc(path)  # idempotent, like make_synthetic
+        return
+    from padim_lib.datasets.stc import STC_URL, check_stc_layout
+
+    problems = check_stc_layout(path)
+    if problems:
+        raise PadimError(f"stc_root {stc_root!r}: {problems[0]} (STC is not downloaded automatically: "
+                         f"get it from {STC_URL} and unpack it at {path})")
 
 
 # ----------------------------------------------------------------------------- execution

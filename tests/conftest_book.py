@@ -18,9 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ["brick", "washer"]  # one texture, one object: every group (textures/objects/all) exists
 
 
-def tiny_parameters(data_root: Path, results_dir: Path) -> dict:
+def tiny_parameters(data_root: Path, results_dir: Path, stc_root: Path | None = None) -> dict:
     """Small enough for seconds per chapter, large enough for every figure and statistic."""
+    stc = {} if stc_root is None else {"stc_root": str(stc_root), "stc_resize": 64}
     return {
+        **stc,
+        "det_rd": 8,
+        "na_versions": 2,
+        "na_versions_dir": str(results_dir.parent / "data" / "nonaligned"),
+        "na_rd": 8,
+        "na_vae_params": {"epochs": 1, "images_per_epoch": 8, "batch_size": 8, "image_size": 64, "aug_resize": 73,
+                          "aug_crop": 70},
+        "stc_rd": 8,
         "data_root": str(data_root),
         "classes": None,
         "dims": [8, 16],
@@ -61,6 +70,14 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def make_tiny_stc(dest: Path) -> Path:
+    from padim_lib.datasets import make_synthetic_stc
+
+    # two test clips: a short clip of scene 02 shows no anomaly yet (its pixel AUROC would be undefined)
+    return make_synthetic_stc(dest, seed=0, scenes=2, train_clips=2, test_clips=2, train_frames=6, test_frames=10,
+                              height=48, width=64)
+
+
 def make_tiny_data(dest: Path) -> Path:
     from padim_lib.datasets import make_synthetic
 
@@ -88,7 +105,7 @@ def built_book(tmp_path_factory) -> BuiltBook:
 
     root = copy_project(tmp_path_factory.mktemp("book"))
     data = make_tiny_data(root / "data" / "tiny")
-    params = tiny_parameters(data, root / "results")
+    params = tiny_parameters(data, root / "results", make_tiny_stc(root / "data" / "tiny_stc"))
     log: list[str] = []
     index = build_book("embedded", params=params, root=root, log=log.append, stream_output=False, strict=True)
     return BuiltBook(root, index, params, log)

@@ -228,11 +228,12 @@ def test_every_chapter_runs_with_tiny_parameters(built_book):
         errors = [o for c in code for o in c.outputs if o.output_type == "error"]
         assert not errors, f"{stem}: {errors[:1]}"
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert len(injected) == 1 and built_book.params["data_root"] in injected[0].source, stem
+        root = "stc_root" if stem == "stc" else "data_root"  # the STC chapter reads an STC tree only
+        assert len(injected) == 1 and built_book.params[root] in injected[0].source, stem
         # the parameters are shown once: the run's values over the defaults, the defaults cell hidden
         defaults = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         assert "remove-cell" in defaults.metadata["tags"], stem
-        assert '(default "data/synthetic")' in injected[0].source, stem
+        assert '(default "data/synthetic' in injected[0].source, stem
     n = len(STEMS)
     assert any(f"[{n}/{n}] {STEMS[-1]}: done" in line for line in built_book.log)
 
@@ -264,6 +265,14 @@ def test_text_values_are_glued_from_the_results(built_book):
               ("holds", "does not hold", "inconclusive", "not comparable", "not tested")]
     assert sum(counts) == int(summary["s_n_claims"]) > 0
     assert counts[3] > 0  # tiny synthetic run: magnitude claims are not comparable
+    det = _glued(nbformat.read(built_book.executed("detection"), as_version=4))
+    assert det["det_n_classes"] == "2" and det["det_pub_vs_spade"] == "'+12.4 p.p.'"
+    assert "p.p. (95 % CI" in det["det_vs_spade"] and "p.p. (95 % CI" in det["det_effnet_gain"]
+    na = _glued(nbformat.read(built_book.executed("non_aligned"), as_version=4))
+    assert na["na_n_versions"] == "2" and na["na_n_classes"] == "2"
+    stc = _glued(nbformat.read(built_book.executed("stc"), as_version=4))
+    assert stc["stc_n_scenes"] == "2" and stc["stc_n_train"] == "24" and stc["stc_n_test"] == "40"
+    assert stc["stc_pub_vs_spade"] == "'+1.3 p.p.'"
 
 
 @pytest.mark.slow

@@ -47,17 +47,20 @@ def torch_home(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- specs and extractors
 
 
-def test_registry_lists_the_four_backbones():
-    assert available_backbones() == ["efficientnet_b5", "efficientnet_lite0", "resnet18", "wide_resnet50_2"]
+def test_registry_lists_the_five_backbones():
+    assert available_backbones() == [
+        "efficientnet_b5", "efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2"
+    ]
     dims = {
         name: sum(spec.channels[layer] for layer in spec.default_layers) for name, spec in BACKBONES.items()
     }
-    # The paper's embedding sizes for R18 and WR50; B5 levels 2, 4, 5; Lite0 strides 4, 8, 16.
+    # The paper's embedding sizes for R18 and WR50; B5 levels 2, 4, 5; Lite0 and Lite2 strides 4, 8, 16.
     assert dims == {
         "resnet18": 448,
         "wide_resnet50_2": 1792,
         "efficientnet_b5": 344,
         "efficientnet_lite0": 176,
+        "efficientnet_lite2": 192,
     }
 
 
@@ -117,16 +120,18 @@ def test_lite0_layers_are_the_named_blocks_with_lite_input_scaling():
     torch.testing.assert_close(out["_blocks.10"], refs["_blocks.10"], rtol=1e-4, atol=1e-5)
 
 
-def test_lite0_every_layer_matches_its_spec_at_an_odd_size():
-    spec = BACKBONES["efficientnet_lite0"]
-    fe = FeatureExtractor("efficientnet_lite0", layers=list(spec.channels))
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_lite_every_layer_matches_its_spec_at_an_odd_size(backbone):
+    spec = BACKBONES[backbone]
+    fe = FeatureExtractor(backbone, layers=list(spec.channels))
     out = fe(_images(1, 100))  # 100 is not a multiple of 32: "SAME" padding must follow the input
     for layer, v in out.items():
         side = -(-100 // spec.strides[layer])  # ceil, as TF "SAME" convolutions give
         assert tuple(v.shape) == (1, spec.channels[layer], side, side), layer
 
 
-def test_efficientnet_lite0_pretrained_classifies_a_cat():
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_efficientnet_lite_pretrained_classifies_a_cat(backbone):
     """The shipped checkpoint is real ImageNet weights and our input scaling matches it."""
     from skimage import data
 
@@ -134,7 +139,7 @@ def test_efficientnet_lite0_pretrained_classifies_a_cat():
     img = img.crop((16, 16, 240, 240))
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255.0)
     x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    model = load_backbone("efficientnet_lite0")
+    model = load_backbone(backbone)
     with torch.no_grad():
         probs = model(x[None]).softmax(1)[0]
     top5 = probs.topk(5).indices.tolist()

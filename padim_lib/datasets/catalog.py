@@ -2,6 +2,10 @@
 
 Above both the generic folder layout (`folder`) and MVTec AD (`mvtec`), so neither imports the other's
 user: `mvtec` builds on `folder`, and this module on both (no import cycle).
+
+An STC root (`training/videos/` and `testing/frames/`, see `stc`) is a data set too: each scene is
+a "class" (one model per scene, as the paper trains them), so tasks, sweeps and the result cache
+handle ShanghaiTech Campus unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +17,19 @@ from pathlib import Path
 from padim_lib.datasets.folder import AnomalyFolder, list_categories
 from padim_lib.datasets.mvtec import CLASSES, OBJECTS, TEXTURES, MVTecAD
 from padim_lib.datasets.preprocess import Preprocess
+from padim_lib.datasets.stc import STCScene, list_scenes
 from padim_lib.errors import PadimError
+
+
+def is_stc_root(root: str | os.PathLike) -> bool:
+    """Whether `root` is in the STC layout (has training/videos/ and testing/frames/)."""
+    root = Path(root)
+    return (root / "training" / "videos").is_dir() and (root / "testing" / "frames").is_dir()
+
+
+def list_classes(root: str | os.PathLike) -> list[str]:
+    """What one model is fitted on, sorted: the scenes of an STC root, else the class folders."""
+    return list_scenes(root) if is_stc_root(root) else list_categories(root)
 
 
 def category_kinds(root: str | os.PathLike) -> dict[str, str]:
@@ -44,10 +60,18 @@ def open_dataset(
     split: str,
     preprocess: Preprocess | None = None,
     masks: str = "auto",
-) -> AnomalyFolder:
+    max_train: int | None = None,
+) -> AnomalyFolder | STCScene:
     """MVTecAD for an MVTec AD class in an MVTec AD tree (no dataset.json, has ground_truth/),
-    else a generic AnomalyFolder."""
+    STCScene for a scene of an STC root, else a generic AnomalyFolder.
+
+    `max_train` (train split of an STC root only): at most that many training frames, spread
+    evenly over the scene's clips (the first N frames would all come from its first clip). Folder
+    data sets ignore it: their callers take the first N images.
+    """
     root = Path(root)
+    if is_stc_root(root):
+        return STCScene(root, category, split, preprocess, max_frames=max_train if split == "train" else None)
     looks_mvtec = not (root / "dataset.json").exists() and (root / category / "ground_truth").is_dir()
     if category in CLASSES and looks_mvtec:
         return MVTecAD(root, category, split, preprocess)
