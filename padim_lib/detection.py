@@ -94,12 +94,12 @@ def run_detection(
     """The chapter's study: `detection_configs` on every class (`classes` None / "all": all) of
     `data_root`, through the sweep and result cache, with its comparability to the paper recorded.
     `run_kwargs`: studies.run_study's (results_dir, device, scheduler, bootstrap, torch_threads)."""
-    from padim_lib import sweep, tables
+    from padim_lib import study, tables
 
     configs = detection_configs(rd_backbone=rd_backbone, rd=rd, effnet_backbones=effnet_backbones,
                                 effnet_literal_layers=effnet_literal_layers, spade_backbone=spade_backbone,
                                 spade_params=spade_params, preprocess=preprocess, sigma=sigma, eps=eps, max_train=max_train)
     chosen = tables.as_list(classes)
-    tasks = sweep.make_tasks(data_root, chosen or "all", configs)
+    tasks = study.make_tasks(data_root, chosen or "all", configs)
     check = comparability(data_root, chosen, configs, PAPER_BACKBONES, preprocess=preprocess, max_train=max_train)
     return run_study(TABLE, tasks, configs, comparability=check, **run_kwargs)

@@ -23,12 +23,12 @@ from typing import Any
 
 import pandas as pd
 
-from padim_lib import sweep
 from padim_lib.config import ExperimentConfig
 from padim_lib.datasets.nonaligned import NONALIGNED_PREPROCESS, nonaligned_versions
 from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.errors import PadimError
 from padim_lib.studies import StudyRun, run_study, spread_over_versions
+from padim_lib.study import make_tasks
 
 TABLE = "Non-aligned"
 ALIGNED = "aligned"
@@ -152,9 +152,9 @@ def run_nonaligned(
     roots = [str(p) for p in versions(data_root, out_dir, n_versions, chosen)]
     aligned = [c.replace(preprocess=aligned_preprocess or Preprocess()) for c in configs]
     shifted = [c.replace(preprocess=NONALIGNED_PREPROCESS) for c in configs]
-    tasks = sweep.make_tasks(data_root, chosen, aligned)
+    tasks = make_tasks(data_root, chosen, aligned)
     for root in roots:
-        tasks += sweep.make_tasks(root, chosen, shifted)
+        tasks += make_tasks(root, chosen, shifted)
     # the same label on both: the keys differ by preprocessing, and summaries are taken per data root
     study = run_study(TABLE, tasks, [*aligned, *shifted], **run_kwargs)
     return NonAlignedRun(study, str(data_root), roots)

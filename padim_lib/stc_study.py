@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from padim_lib import sweep
+from padim_lib import study
 from padim_lib.config import ExperimentConfig
 from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.datasets.stc import STC_PREPROCESS, STC_SCENES
@@ -108,7 +108,7 @@ def run_stc(
 
     if not is_stc_root(data_root):
         raise PadimError(f"data_root {data_root}: not in the STC layout (expected training/videos/ and testing/frames/)")
-    tasks = sweep.make_tasks(data_root, "all" if not scenes else list(scenes), configs)
+    tasks = study.make_tasks(data_root, "all" if not scenes else list(scenes), configs)
     return run_study(TABLE, tasks, configs, **run_kwargs)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from padim_lib import sweep
+from padim_lib import study
 from padim_lib.config import ExperimentConfig
 from padim_lib.datasets import Preprocess, make_synthetic
 from padim_lib.datasets.catalog import is_stc_root, list_classes, open_dataset
@@ -61,9 +61,9 @@ def test_data_identity_of_a_scene_is_its_scene_identity(stc):
 
 def test_sweep_tasks_cover_the_scenes(stc):
     cfg = ExperimentConfig(preprocess=SMALL)
-    assert [t.category for t in sweep.make_tasks(stc, "all", [cfg])] == ["01", "02"]
+    assert [t.category for t in study.make_tasks(stc, "all", [cfg])] == ["01", "02"]
     with pytest.raises(PadimError, match="available"):
-        sweep.make_tasks(stc, ["09"], [cfg])
+        study.make_tasks(stc, ["09"], [cfg])
 
 
 def test_stc_study_runs_and_reuses_the_cache(stc, tmp_path):
@@ -170,10 +170,10 @@ def test_nonaligned_run_end_to_end(mvtec, tmp_path):
 def test_example_studies_expand(name, stc, mvtec):
     from pathlib import Path
 
-    study = sweep.load_study(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml")
+    spec = study.load_study(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml")
     is_stc = "stc" in name
-    study["data_root"] = str(stc if is_stc else mvtec)
-    tasks = sweep.expand(study, source=name)
+    spec["data_root"] = str(stc if is_stc else mvtec)
+    tasks = study.expand(spec, source=name)
     labels = {t.config.label for t in tasks}
     if is_stc:
         assert sorted({t.category for t in tasks}) == ["01", "02"]
@@ -182,7 +182,7 @@ def test_example_studies_expand(name, stc, mvtec):
     elif name == "study-embedded":
         assert {"PaDiM-Lite0-Rd54", "PaDiM-Lite2", "SPADE-Lite0"} <= labels
     else:
-        assert {"PaDiM-B5 (levels)", "PaDiM-B5 (literal)", "SPADE-WR50"} <= labels
+        assert {"PaDiM-B5 (levels)", "PaDiM-B5 (literal)", "SPADE (WR50)"} <= labels
 
 
 # ----------------------------------------------------------------------------- helpers
