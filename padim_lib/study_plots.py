@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from padim_lib.plots import metric_label
+from padim_lib.plots import metric_label, overlays
 
 
 def nonaligned_figure(run: Any, metric: str = "pixel_auroc") -> Figure:
@@ -58,3 +59,15 @@ def scene_figure(summary: Any, labels: list[str], published: Any, metrics: tuple
         ax.set_xlabel("scene")
     fig.tight_layout()
     return fig
+
+
+def maps_figure(art: Mapping[str, Any], suptitle: str = "") -> Figure:
+    """A task's example test images over their anomaly maps (one colour scale for the row), the
+    ground truth outlined, each titled with its defect type and image score. `art`: the task's
+    stored arrays (example_images (N,H,W,3) uint8, example_maps (N,H,W), example_masks (N,H,W),
+    example_index (N,) into defect_types and scores)."""
+    titles = [f"{art['defect_types'][i]}, score {float(art['scores'][i]):.1f}" for i in art["example_index"]]
+    # given no figure, overlays draws a new one
+    return cast(Figure, overlays(images=art["example_images"].astype("float32") / 255.0,
+                                 maps=art["example_maps"].astype("float32"), masks=art["example_masks"],
+                                 titles=titles, suptitle=suptitle))

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 import yaml
 
-from padim_lib import comparison_plots, plots, report
+from padim_lib import comparison_plots, plots, report, study_plots
 from padim_lib.chapters import toc_chapters
 
 pytest_plugins = ["conftest_book"]
@@ -31,6 +31,7 @@ def _drawing(module) -> list[str]:
 
 DRAWING = _drawing(plots)
 COMPARISON_DRAWING = _drawing(comparison_plots)  # the baselines' and complexity chapters' figures
+STUDY_DRAWING = _drawing(study_plots)  # the detection, non-aligned and STC chapters' figures
 
 
 def _figure_cells(nb) -> list:
@@ -43,12 +44,14 @@ def _figure_cells(nb) -> list:
 def test_every_cell_that_draws_has_one_figure_and_a_named_caption():
     assert {"overlay_grid", "curve_grid", "per_class_figure", "score_figure"} <= set(DRAWING)
     assert {"side_by_side_grid", "scaling_figure", "loss_figure"} <= set(COMPARISON_DRAWING)
+    assert {"nonaligned_figure", "scene_figure", "maps_figure"} <= set(STUDY_DRAWING)
     names: list[str] = []
     for stem in STEMS:
         nb = nbformat.read(REPO / "book" / f"{stem}.ipynb", as_version=4)
         for cell in (c for c in nb.cells if c.cell_type == "code"):
-            calls = re.findall(r"\b(comparison_)?plots\.(\w+)\(", cell.source)
-            drawn = [name for comparison, name in calls if name in (COMPARISON_DRAWING if comparison else DRAWING)]
+            calls = re.findall(r"\b(comparison_|study_)?plots\.(\w+)\(", cell.source)
+            modules = {"": DRAWING, "comparison_": COMPARISON_DRAWING, "study_": STUDY_DRAWING}
+            drawn = [name for module, name in calls if name in modules[module]]
             if not drawn:
                 assert "figure" not in cell.metadata.get("mystnb", {}), f"{stem}: a caption on a cell that draws nothing"
                 continue
