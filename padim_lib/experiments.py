@@ -297,7 +297,10 @@ def _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples) -> d
         out["pro_fpr"], out["pro"] = _thin_curve(fpr, pro)
     index = example_indices(labels, test["defect_types"], n_examples)
     out["example_index"] = index
-    out["example_maps"] = maps[index].astype(np.float16)
+    examples = maps[index]
+    # float16 halves the artifact; a map beyond its range (eps near 0 gives huge distances) stays float32
+    fits = examples.size == 0 or float(np.abs(examples).max()) <= float(np.finfo(np.float16).max)
+    out["example_maps"] = examples.astype(np.float16 if fits else np.float32)
     out["example_masks"] = (masks[index] if masks is not None else np.zeros_like(maps[index], np.uint8)).astype(np.uint8)
     out["example_images"] = _example_images(task, index)
     return out
