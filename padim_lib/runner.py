@@ -67,6 +67,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto",
         "scheduler": None,
         "torch_threads": 1,
+        "stc_root": "data/synthetic_stc",  # STC_ROOT_EMBEDDED: made on first use (prepare_stc)
     },
     "paper": {
         "profile": "paper",

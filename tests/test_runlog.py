@@ -48,3 +48,11 @@ def test_the_introduction_runs_last_and_with_every_only(tmp_path, monkeypatch):
     assert ran == ["table1_layers", "intro"]
     assert set(runlog.load(tmp_path)) == {"intro", "method", "table1_layers"}
     assert Path(tmp_path / runlog.RUNS_FILE).is_file()
+
+
+def test_the_embedded_profile_names_every_data_folder_it_prepares():
+    """Every data root a chapter reads on the embedded profile is one the runner makes: a chapter
+    whose root comes only from its notebook default would meet a missing folder on a fresh clone."""
+    embedded = runner.PROFILES["embedded"]
+    assert embedded["data_root"] == "data/synthetic"
+    assert embedded["stc_root"] == runner.STC_ROOT_EMBEDDED
