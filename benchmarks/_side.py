@@ -2,7 +2,7 @@
 
     python _side.py --side ours|anomalib|agree --config R18-Rd100 --pool POOL.pt --out RESULT.json
 
---side ours      padim_lib.padim.PaDiM, run with the project's .venv.
+--side ours      padim_lib.methods.padim.detector.PaDiM, run with the project's .venv.
 --side anomalib  anomalib.models.image.padim.torch_model.PadimModel, run with anomalib's env
                  (benchmarks/.anomalib-env, made by setup_anomalib_env.sh).
 --side agree     both with identical random backbone weights and channel indices (anomalib's env
@@ -186,8 +186,8 @@ def measure(
 
 # ----------------------------------------------------------------------------- sides
 def run_ours(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
-    from padim_lib.features import FeatureExtractor
-    from padim_lib.padim import PaDiM
+    from padim_lib.features.extractor import FeatureExtractor
+    from padim_lib.methods.padim.detector import PaDiM
 
     timer = ForwardTimer(FeatureExtractor)
     reduce = None if cfg.dim is None else f"random:{cfg.dim}"
@@ -301,8 +301,8 @@ def run_agree(cfg: Config, train: Dataset, test: Dataset, args) -> dict:
 
     import torchvision
 
-    from padim_lib.features import FeatureExtractor, align_concat
-    from padim_lib.padim import PaDiM
+    from padim_lib.features.extractor import FeatureExtractor, align_concat
+    from padim_lib.methods.padim.detector import PaDiM
 
     if cfg.backbone != "resnet18":
         raise SystemExit(

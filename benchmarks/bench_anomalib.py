@@ -317,7 +317,7 @@ def fast_effect(base: dict, fast: dict, labels: np.ndarray) -> dict:
     """Image AUROC (test pool) and score agreement of a channels-last/bf16 run vs fp32."""
     from scipy.stats import spearmanr
 
-    from padim_lib.metrics import image_auroc
+    from padim_lib.metrics.image import image_auroc
 
     n = len(labels)
     s0, s1 = np.asarray(base["scores"][:n]), np.asarray(fast["scores"][:n])

@@ -24,9 +24,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the book's embedded profile 
 
 import pandas as pd  # noqa: E402
 
-from padim_lib import featcache, tables  # noqa: E402
 from padim_lib.datasets import Preprocess, make_synthetic  # noqa: E402
-from padim_lib.runner import PROFILES  # noqa: E402
+from padim_lib.features import cache as featcache
+from padim_lib.paper import tables
+from padim_lib.report.runner import PROFILES  # noqa: E402
 
 
 def tables_once(data: Path, results: Path, classes, seeds: int, workers, channels_last: bool) -> tuple[float, pd.DataFrame]:

@@ -26,7 +26,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from padim_lib.metrics import PixelScores, pixel_auroc, pro_auc
+from padim_lib.metrics.pixel import PixelScores, pixel_auroc, pro_auc
 
 
 def make_data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,9 +25,9 @@ import torch
 from scipy.stats import spearmanr
 
 from padim_lib.datasets import Preprocess, list_categories, make_synthetic, open_dataset
-from padim_lib.evaluation import metrics_from_maps
-from padim_lib.features import bfloat16_is_fast
-from padim_lib.padim import PaDiM
+from padim_lib.engine.evaluation import metrics_from_maps
+from padim_lib.features.extractor import bfloat16_is_fast
+from padim_lib.methods.padim.detector import PaDiM
 
 SETTINGS = {
     "float32": {},

@@ -1,4 +1,4 @@
-"""SPADE: padim_lib.baselines.spade against the algorithm of the most-used public SPADE code.
+"""SPADE: padim_lib.methods.spade.detector against the algorithm of the most-used public SPADE code.
 
 The peer, written here as that code does it (per test image: the gallery of its K nearest
 training images' pixel features, one full torch.cdist to it, the minimum over the gallery), and
@@ -73,8 +73,8 @@ def _rss_kb(key: str) -> int:
 # ----------------------------------------------------------------------------- the peer
 def peer_predict(train, test, k, big_k, mode, size, sigma):
     """The public code's algorithm, per test image one full cdist against its whole gallery."""
-    from padim_lib.features import align_concat
-    from padim_lib.postprocess import anomaly_maps
+    from padim_lib.features.extractor import align_concat
+    from padim_lib.methods.postprocess import anomaly_maps
 
     dist = torch.cdist(test["layer4"].mean((2, 3)), train["layer4"].mean((2, 3)))
     values, index = torch.topk(dist, k=max(k, big_k), dim=1, largest=False)
@@ -103,7 +103,7 @@ def peer_predict(train, test, k, big_k, mode, size, sigma):
 def run_side(args) -> None:
     torch.set_num_threads(args.threads)
     # Both sides import the same modules, so the resident sets differ by the algorithms' data only.
-    from padim_lib.baselines.spade import SPADE
+    from padim_lib.methods.spade.detector import SPADE
     size = (args.grid * 4, args.grid * 4)
     train = make_features(args.n_train, args.grid, seed=0)
     test = make_features(args.n_test, args.grid, seed=1)

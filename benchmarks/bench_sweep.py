@@ -27,7 +27,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from padim_lib import study, sweep  # noqa: E402
+from padim_lib.engine import studyfile as study  # noqa: E402
+from padim_lib.engine import sweep  # noqa: E402
 
 
 def noop_features(spec, cache_dir, *, device="auto", progress=True) -> str:
@@ -100,8 +101,8 @@ def bench_study(args: argparse.Namespace, scratch: Path) -> None:
 def bench_overhead(args: argparse.Namespace, scratch: Path) -> None:
     from distributed import Client, LocalCluster
 
-    from padim_lib.config import ExperimentConfig
     from padim_lib.datasets.folder import list_categories
+    from padim_lib.engine.config import ExperimentConfig
 
     data_root = study.load_study(args.study)["data_root"]
     # Distinct configurations (eps differs) on one class: N distinct task keys, 2 feature jobs.
@@ -116,7 +117,7 @@ def bench_overhead(args: argparse.Namespace, scratch: Path) -> None:
         client.wait_for_workers(args.workers)
         start = time.perf_counter() - t0
         # Warm-up: workers import the task modules (torch) once; not a per-task cost.
-        client.run(lambda: __import__("padim_lib.experiments"))
+        client.run(lambda: __import__("padim_lib.engine.task"))
         sweep.run(tasks[:4], scratch / "noop-warm", scheduler=client, **kw)
         wall_dask = timed(sweep.run, tasks, scratch / "noop-dask", scheduler=client, **kw)
     n = len(tasks)

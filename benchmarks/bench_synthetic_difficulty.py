@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from padim_lib.datasets import Preprocess, category_kinds, make_synthetic, open_dataset
-from padim_lib.evaluation import metrics_from_maps
-from padim_lib.padim import PaDiM
+from padim_lib.engine.evaluation import metrics_from_maps
+from padim_lib.methods.padim.detector import PaDiM
 
 TARGET = (0.88, 0.99)  # pixel AUROC per class, the package docstring's target
 

@@ -16,9 +16,9 @@ __version__ = "0.3.0"
 from padim_lib.errors import PadimError  # noqa: E402
 
 _LAZY = {
-    "PaDiM": "padim_lib.padim",
+    "PaDiM": "padim_lib.methods.padim.detector",
     "open_dataset": "padim_lib.datasets",
-    "evaluate": "padim_lib.evaluation",
+    "evaluate": "padim_lib.engine.evaluation",
 }
 
 __all__ = ["PaDiM", "PadimError", "__version__", "evaluate", "open_dataset"]

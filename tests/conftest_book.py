@@ -101,7 +101,7 @@ class BuiltBook:
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory) -> BuiltBook:
-    from padim_lib.runner import build_book
+    from padim_lib.report.runner import build_book
 
     root = copy_project(tmp_path_factory.mktemp("book"))
     data = make_tiny_data(root / "data" / "tiny")

@@ -13,9 +13,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from padim_lib import nbparams, report, runner, tables
-from padim_lib.chapters import select_chapters, toc_chapters
 from padim_lib.errors import PadimError
+from padim_lib.paper import tables
+from padim_lib.report import display as report
+from padim_lib.report import nbparams, runner
+from padim_lib.report.chapters import select_chapters, toc_chapters
 
 pytest_plugins = ["conftest_book"]
 
@@ -316,7 +318,7 @@ def test_diff_text_is_the_paired_difference_in_percentage_points():
 
 
 def test_best_label_and_seed_sem_text_read_the_summary():
-    from padim_lib import stats
+    from padim_lib.paper import stats
 
     summary = stats.summarise(_fake_rows({"Layer 1": 0.90, "Layer 2": 0.97, "Layer 3": 0.95}))
     assert report.best_label(summary, ["Layer 1", "Layer 2", "Layer 3"], "pixel_auroc") == "Layer 2 (97.0 %)"
@@ -325,7 +327,7 @@ def test_best_label_and_seed_sem_text_read_the_summary():
 
 
 def test_comparison_table_sets_reproduced_ci_published_and_difference_side_by_side():
-    from padim_lib import stats
+    from padim_lib.paper import stats
 
     rows = _fake_rows({"Layer 1": 0.90, "PaDiM-R18": 0.97})
     comparison = stats.compare_published(stats.summarise(rows), "Table I")
@@ -374,7 +376,7 @@ def test_gaussian_figure_distance_is_the_full_mahalanobis_distance():
     import numpy as np
     from scipy.spatial.distance import mahalanobis
 
-    from padim_lib import plots
+    from padim_lib.report import plots
 
     rng = np.random.default_rng(1)
     train = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6))
@@ -388,7 +390,7 @@ def test_gaussian_figure_distance_is_the_full_mahalanobis_distance():
 def test_overlays_reject_mismatched_inputs():
     import numpy as np
 
-    from padim_lib import plots
+    from padim_lib.report import plots
 
     with pytest.raises(ValueError, match="2 images, 1 maps"):
         plots.overlays(np.zeros((2, 8, 8, 3)), np.zeros((1, 8, 8)))
@@ -397,7 +399,7 @@ def test_overlays_reject_mismatched_inputs():
 def test_provenance_describes_the_data_and_escapes_table_cells(tmp_path):
     from conftest_book import make_tiny_data
 
-    from padim_lib import provenance
+    from padim_lib.report import provenance
 
     data = make_tiny_data(tmp_path / "data")
     info = provenance.collect(data, "efficientnet_lite0", device="cpu", repo=tmp_path)
@@ -413,7 +415,7 @@ def test_provenance_describes_the_data_and_escapes_table_cells(tmp_path):
 def test_provenance_names_a_local_weights_file_by_its_hash(tmp_path):
     import hashlib
 
-    from padim_lib import provenance
+    from padim_lib.report import provenance
 
     weights = tmp_path / "r18.pth"
     weights.write_bytes(b"not really weights" * 1000)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from padim_lib.chapters import toc_chapters, toc_files
+from padim_lib.report.chapters import toc_chapters, toc_files
 
 pytest_plugins = ["conftest_book"]
 

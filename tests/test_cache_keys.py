@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 
 import padim_lib
-from padim_lib.results import ResultStore
+from padim_lib.engine.results import ResultStore
 
 LIB = Path(padim_lib.__file__).resolve().parent
 
 KEYS = """
 import json
-from padim_lib.config import ExperimentConfig
-from padim_lib.featcache import FeatureSpec
+from padim_lib.engine.config import ExperimentConfig
+from padim_lib.features.cache import FeatureSpec
 import padim_lib
 assert padim_lib.__file__.startswith({root!r}), padim_lib.__file__
 spec = FeatureSpec(data_root={data!r}, category="c", split="train", backbone="resnet18", layers=("layer1",))

@@ -13,9 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from padim_lib.claims import VERDICTS, claim_configs, evaluate_claims, load_claims, paper_rows, self_check
 from padim_lib.errors import PadimError
-from padim_lib.published import load_published
+from padim_lib.paper.claims import (
+    VERDICTS,
+    claim_configs,
+    evaluate_claims,
+    load_claims,
+    paper_rows,
+    self_check,
+)
+from padim_lib.paper.published import load_published
 
 PAPER = Path("/work/shared/paper")
 if not PAPER.is_dir():

@@ -10,8 +10,8 @@ from test_features import _closed_port_url, _served_resnet18  # the loopback-ser
 from torchvision.models import ResNet18_Weights
 
 from padim_lib.cli import main
-from padim_lib.runner import paper_inputs_problems, resolve_profile
-from padim_lib.weights import cached_weights
+from padim_lib.features.weights import cached_weights
+from padim_lib.report.runner import paper_inputs_problems, resolve_profile
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Every bad input through the real command line (`python -m padim_lib` in a subprocess): exit 2,
 one line on stderr naming the option or file, no traceback, nothing new on disk; interrupts and
-kills at a known point of a write (the PADIM_TEST_PAUSE_BEFORE_RENAME hook of padim_lib.atomic)."""
+kills at a known point of a write (the PADIM_TEST_PAUSE_BEFORE_RENAME hook of padim_lib.io.atomic)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from padim_lib.atomic import PAUSE_ENV, TMP_MARK
 from padim_lib.datasets import make_synthetic
+from padim_lib.io.atomic import PAUSE_ENV, TMP_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
 CATEGORY = "washer"
@@ -130,7 +130,7 @@ BAD_INPUTS = [
 # The driver records, per row: exit code, stderr, and the workspace listing before and after.
 DRIVER = r"""
 import json, os, runpy, sys, tempfile
-import torch, torchvision, padim_lib.cli, padim_lib.datasets, padim_lib.padim  # noqa: F401 (warm imports)
+import torch, torchvision, padim_lib.cli, padim_lib.datasets, padim_lib.methods.padim.detector  # noqa: F401 (warm imports)
 
 def tree(folder):
     out = set()

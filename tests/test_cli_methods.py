@@ -12,14 +12,16 @@ import pytest
 import torch
 from sklearn.base import BaseEstimator
 
-from padim_lib import detectors
-from padim_lib.atomic import atomic_torch_save
 from padim_lib.cli import main
 from padim_lib.datasets import make_synthetic
-from padim_lib.detectors import Detector, MethodSpec, Param, at_least, load_detector
 from padim_lib.errors import PadimError
-from padim_lib.padim import PaDiM
-from padim_lib.postprocess import anomaly_maps
+from padim_lib.io.atomic import atomic_torch_save
+from padim_lib.methods import registry as detectors
+from padim_lib.methods.padim.detector import PaDiM
+from padim_lib.methods.params import Param, at_least
+from padim_lib.methods.postprocess import anomaly_maps
+from padim_lib.methods.base import Detector
+from padim_lib.methods.registry import MethodSpec, load_detector
 
 FORMAT = "tests.toy_mean"
 

@@ -11,8 +11,8 @@ import pytest
 
 from padim_lib.cli import main
 from padim_lib.datasets import Preprocess, make_synthetic, open_dataset
-from padim_lib.evaluation import evaluate, metrics_from_maps
-from padim_lib.padim import PaDiM
+from padim_lib.engine.evaluation import evaluate, metrics_from_maps
+from padim_lib.methods.padim.detector import PaDiM
 
 CATEGORY = "chip"
 PRE = Preprocess(resize=72, crop=64)

@@ -14,8 +14,8 @@ import pytest
 
 import padim_lib
 from padim_lib import cli
-from padim_lib.atomic import TMP_MARK, atomic_write, check_output, remove_stale_tmp
 from padim_lib.errors import PadimError
+from padim_lib.io.atomic import TMP_MARK, atomic_write, check_output, remove_stale_tmp
 
 
 @pytest.fixture

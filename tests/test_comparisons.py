@@ -1,4 +1,4 @@
-"""padim_lib.comparisons: the four models of the method comparison, their roles and published figures."""
+"""padim_lib.paper.baselines: the four models of the method comparison, their roles and published figures."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from padim_lib import claims, comparisons
-from padim_lib.detectors import Detector
 from padim_lib.errors import PadimError
+from padim_lib.methods.base import Detector
+from padim_lib.paper import baselines as comparisons
+from padim_lib.paper import claims
 
 
 def _configs(**kw):
@@ -136,8 +137,8 @@ def test_study_yaml_holds_the_chapters_configurations(profile):
 
     import yaml
 
-    from padim_lib import runner
-    from padim_lib.config import ExperimentConfig
+    from padim_lib.engine.config import ExperimentConfig
+    from padim_lib.report import runner
 
     study = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / f"study-{profile}.yaml").read_text())
     keys = set()

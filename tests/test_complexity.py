@@ -1,4 +1,4 @@
-"""padim_lib.complexity: the memory formula against real fitted tensors, the timing helper's structure."""
+"""padim_lib.paper.complexity: the memory formula against real fitted tensors, the timing helper's structure."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from padim_lib import complexity
-from padim_lib.config import ExperimentConfig
+from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
+from padim_lib.paper import complexity
 
 
 def test_time_call_warms_up_then_times_each_repeat():
@@ -42,7 +42,7 @@ def test_state_bytes_counts_fitted_tensors_once_and_skips_the_backbone():
 
 def test_padim_memory_formula_equals_the_fitted_models_tensors():
     config = ExperimentConfig(method="padim", backbone="efficientnet_lite0", reduce="random:8", pretrained=False)
-    from padim_lib.detectors import build_detector
+    from padim_lib.methods.registry import build_detector
 
     det = build_detector(config, device="cpu").set_params(progress=False).fit(complexity.random_images(3, 64))
     positions = complexity.grid_positions(det)
@@ -70,7 +70,7 @@ def test_scaling_figure_draws_the_law_through_the_largest_time_and_in_bytes_for_
     matplotlib.use("Agg")
     import pandas as pd
 
-    from padim_lib import comparison_plots
+    from padim_lib.report import comparison_plots
 
     frame = pd.DataFrame({"d": [10, 20, 40], "n_train": [5, 5, 5], "fit_s": [1.0, 1.2, 2.0], "predict_s": [0.1, 0.1, 0.2],
                           "memory_mb": [1.0, 3.5, 13.0], "expected_mb": [1.1, 4.2, 16.4]})

@@ -7,10 +7,10 @@ import json
 import pytest
 
 import padim_lib
-from padim_lib import config as config_mod
-from padim_lib.config import ExperimentConfig
+from padim_lib.io import digest
+from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
-from padim_lib.features import BACKBONES
+from padim_lib.features.extractor import BACKBONES
 
 # Another value for every field that changes numbers.
 CHANGES = {
@@ -63,7 +63,7 @@ def test_key_includes_code_versions(monkeypatch):
     monkeypatch.setattr(padim_lib, "__version__", "9.9.9")
     assert ExperimentConfig().key() != before
     monkeypatch.undo()
-    monkeypatch.setattr(config_mod, "_package_version", lambda name: "0.0-test" if name == "torch" else "x")
+    monkeypatch.setattr(digest, "_package_version", lambda name: "0.0-test" if name == "torch" else "x")
     assert ExperimentConfig().key() != before
 
 

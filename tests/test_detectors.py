@@ -18,13 +18,17 @@ import pytest
 import torch
 from sklearn.base import BaseEstimator, clone
 
-from padim_lib import detectors, study, sweep
-from padim_lib.config import ExperimentConfig
 from padim_lib.datasets import make_synthetic
-from padim_lib.detectors import Detector, MethodSpec, Param, at_least
+from padim_lib.engine import studyfile as study
+from padim_lib.engine import sweep
+from padim_lib.engine.config import ExperimentConfig
+from padim_lib.engine.task import Task, run_task
 from padim_lib.errors import PadimError
-from padim_lib.experiments import Task, run_task
-from padim_lib.postprocess import anomaly_maps
+from padim_lib.methods import registry as detectors
+from padim_lib.methods.params import Param, at_least
+from padim_lib.methods.postprocess import anomaly_maps
+from padim_lib.methods.base import Detector
+from padim_lib.methods.registry import MethodSpec
 
 HERE = Path(__file__).resolve().parent
 
@@ -140,7 +144,7 @@ def test_sweep_in_process_on_a_local_pool_and_on_a_local_cluster_agree(data, tmp
 def test_a_notebook_runs_the_toy_method_through_papermill(data, tmp_path, monkeypatch):
     import papermill
 
-    from padim_lib.runner import private_kernel
+    from padim_lib.report.runner import private_kernel
 
     # The kernel is another process: $PADIM_METHODS names the module that registers the method.
     monkeypatch.setenv(detectors.PLUGINS_ENV, Path(__file__).stem)
@@ -151,8 +155,8 @@ def test_a_notebook_runs_the_toy_method_through_papermill(data, tmp_path, monkey
     params = nbformat.v4.new_code_cell('method = "padim"\ndata_root = ""\nparams = {}')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "from padim_lib.config import ExperimentConfig\n"
-        "from padim_lib.experiments import Task, run_task\n"
+        "from padim_lib.engine.config import ExperimentConfig\n"
+        "from padim_lib.engine.task import Task, run_task\n"
         "cfg = ExperimentConfig(method=method, params=params, resize=72, crop=64)\n"
         "rows, _ = run_task(Task(data_root, 'brick', cfg), 'cache', device='cpu', bootstrap=0)\n"
         "print(sorted(set(rows['method'])), rows['value'].round(6).tolist())"
@@ -170,7 +174,7 @@ def test_a_notebook_runs_the_toy_method_through_papermill(data, tmp_path, monkey
 
 # --------------------------------------------------------------------------- sklearn conventions
 def test_padim_follows_sklearn_conventions():
-    from padim_lib.padim import PaDiM
+    from padim_lib.methods.padim.detector import PaDiM
 
     est = PaDiM(backbone="resnet18", reduce="random:10", eps=0.5, meta={"a": 1})
     params = est.get_params()
@@ -182,7 +186,7 @@ def test_padim_follows_sklearn_conventions():
 
 
 def test_config_and_model_reject_the_same_values():
-    from padim_lib.padim import PaDiM
+    from padim_lib.methods.padim.detector import PaDiM
 
     for bad in ({"eps": 0.0}, {"seed": -1}, {"max_train": 1}, {"sigma": -1.0}, {"reduce": "random:0"}):
         with pytest.raises(PadimError, match=next(iter(bad))):
@@ -199,7 +203,7 @@ def test_config_and_model_reject_the_same_values():
 
 
 def test_padim_from_config_matches_the_configuration():
-    from padim_lib.padim import PaDiM
+    from padim_lib.methods.padim.detector import PaDiM
 
     cfg = ExperimentConfig(backbone="resnet18", layers=("layer2", "layer3"), reduce="pca:20", eps=0.2, seed=4,
                            max_train=9, pretrained=False)
@@ -213,7 +217,7 @@ def test_padim_from_config_matches_the_configuration():
 def test_no_cycle_and_light_imports():
     import subprocess
 
-    code = ("import sys, padim_lib.padim; heavy = {'dask', 'distributed', 'papermill', 'matplotlib', 'jupyter_book'};"
+    code = ("import sys, padim_lib.methods.padim.detector; heavy = {'dask', 'distributed', 'papermill', 'matplotlib', 'jupyter_book'};"
             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from padim_lib.embedding import embed, position_blocks
 from padim_lib.errors import PadimError
-from padim_lib.gaussian import StreamingGaussian
+from padim_lib.methods.padim.embedding import embed, position_blocks
+from padim_lib.methods.padim.gaussian import StreamingGaussian
 
 
 def _maps(grids=((8, 8), (4, 4), (2, 2)), channels=(5, 6, 7), b: int = 3, seed: int = 0) -> list[torch.Tensor]:

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from padim_lib import experiments, featcache
-from padim_lib.config import ExperimentConfig
 from padim_lib.datasets import Preprocess, make_synthetic, open_dataset
-from padim_lib.errors import PadimError
-from padim_lib.experiments import (
+from padim_lib.engine import task as experiments
+from padim_lib.engine.config import ExperimentConfig
+from padim_lib.engine.task import (
     ROW_COLUMNS,
     Task,
     bootstrap_weights,
@@ -22,7 +21,9 @@ from padim_lib.experiments import (
     table1_configs,
     table2_configs,
 )
-from padim_lib.metrics import image_auroc
+from padim_lib.errors import PadimError
+from padim_lib.features import cache as featcache
+from padim_lib.metrics.image import image_auroc
 
 SMALL = dict(resize=72, crop=64)  # 16 x 16 finest grid: fast
 B = 20
@@ -67,7 +68,7 @@ def test_run_task_rows_and_artifacts(data, cache, tmp_path):
     assert art["example_images"].shape == (3, 64, 64, 3) and art["example_images"].dtype == np.uint8
     assert art["example_maps"].shape == (3, 64, 64) and art["example_maps"].dtype == np.float16
     assert art["labels"][art["example_index"]].tolist() == [0, 1, 1]
-    from padim_lib.results import ResultStore
+    from padim_lib.engine.results import ResultStore
 
     store = ResultStore(tmp_path)
     store.write(Task(str(data), "washer", cfg).key(), rows, art)
@@ -76,8 +77,8 @@ def test_run_task_rows_and_artifacts(data, cache, tmp_path):
 
 def test_run_task_agrees_with_the_model_on_images(data, cache):
     """Cached fp16 features + fit_features give the metrics of PaDiM.fit / evaluate on images."""
-    from padim_lib.evaluation import evaluate
-    from padim_lib.padim import PaDiM
+    from padim_lib.engine.evaluation import evaluate
+    from padim_lib.methods.padim.detector import PaDiM
 
     cfg = ExperimentConfig(layers=("_blocks.2", "_blocks.4"), **SMALL)
     rows, _ = run_task(Task(str(data), "washer", cfg), cache, device="cpu", bootstrap=0)
@@ -118,7 +119,7 @@ def test_configurations_share_resamples_and_features(data, cache, monkeypatch, e
     run_task(Task(str(data), "washer", a), new_cache, device="cpu", bootstrap=0, feature_paths=paths)
     assert len(extractions) == 4
     # paired differences: same replicate numbers on both sides, and the diff CI is computable
-    from padim_lib.stats import diff_ci
+    from padim_lib.paper.stats import diff_ci
 
     rows = pd.concat([ra, rb])
     d = diff_ci(rows, b.label, a.label, "pixel_auroc", "washer")

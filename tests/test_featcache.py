@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from padim_lib import featcache
 from padim_lib.datasets import Preprocess, make_synthetic, open_dataset
 from padim_lib.errors import PadimError
-from padim_lib.featcache import FeatureSpec, data_identity, ensure_features, load_features
-from padim_lib.features import BACKBONES, FeatureExtractor
+from padim_lib.features import cache as featcache
+from padim_lib.features.cache import FeatureSpec, data_identity, ensure_features, load_features
+from padim_lib.features.extractor import BACKBONES, FeatureExtractor
 
 LAYERS = BACKBONES["efficientnet_lite0"].default_layers
 
@@ -140,8 +140,8 @@ def test_damaged_file_is_reported(tmp_path):
 
 def test_float16_storage_changes_metrics_negligibly(data, tmp_path):
     """PaDiM on fp16-stored features vs the same features in fp32: metrics differ by < 1e-3."""
-    from padim_lib.evaluation import metrics_from_maps
-    from padim_lib.padim import PaDiM
+    from padim_lib.engine.evaluation import metrics_from_maps
+    from padim_lib.methods.padim.detector import PaDiM
 
     train = load_features(ensure_features(spec(data), tmp_path, device="cpu", progress=False))
     test = load_features(ensure_features(spec(data, "test"), tmp_path, device="cpu", progress=False))

@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 
 from padim_lib.errors import PadimError
-from padim_lib.features import (
+from padim_lib.features.extractor import (
     BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -383,7 +383,7 @@ def test_channels_last_and_bfloat16_keep_the_features():
 
 
 def test_bfloat16_is_fast_reads_the_cpu_flags(monkeypatch, tmp_path):
-    from padim_lib import features
+    from padim_lib.features import extractor as features
 
     cpuinfo = tmp_path / "cpuinfo"
     real_path = features.Path

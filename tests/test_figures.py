@@ -1,5 +1,5 @@
 """Figures readers can cite: every figure of the book is numbered and captioned with what it shows
-and on which data; the captions' run-dependent parts come from padim_lib.report.data_caption.
+and on which data; the captions' run-dependent parts come from padim_lib.report.display.data_caption.
 
 The built-book checks read the HTML of the tiny book (`built_book`, tests/conftest_book.py).
 """
@@ -13,8 +13,9 @@ import nbformat
 import pytest
 import yaml
 
-from padim_lib import comparison_plots, plots, report, study_plots
-from padim_lib.chapters import toc_chapters
+from padim_lib.report import comparison_plots, plots, study_plots
+from padim_lib.report import display as report
+from padim_lib.report.chapters import toc_chapters
 
 pytest_plugins = ["conftest_book"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from padim_lib.errors import PadimError
-from padim_lib.gaussian import (
+from padim_lib.methods.padim.gaussian import (
     FLOAT64_BUDGET_BYTES,
     StreamingGaussian,
     choose_dtype,

@@ -1,4 +1,4 @@
-"""Tests of padim_lib.metrics against brute-force references, hand-computed cases and sklearn."""
+"""Tests of padim_lib.metrics.image against brute-force references, hand-computed cases and sklearn."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import auc, roc_auc_score
 
-from padim_lib import metrics, metrics_pixel
 from padim_lib.errors import PadimError
-from padim_lib.metrics import ImageScores, PixelScores, image_auroc, pixel_auroc, pro_auc, pro_curve
+from padim_lib.metrics import pixel as metrics_pixel
+from padim_lib.metrics.image import ImageScores, image_auroc
+from padim_lib.metrics.pixel import PixelScores, pixel_auroc, pro_auc, pro_curve
 
 
 # ----------------------------------------------------------------------------- references
@@ -352,7 +353,7 @@ def test_curves_and_pixel_errors_of_the_engine():
 
 
 def test_regions_are_8_connected_within_an_image_only():
-    np.testing.assert_array_equal(metrics.CONNECTIVITY, np.ones((3, 3), bool))
+    np.testing.assert_array_equal(metrics_pixel.CONNECTIVITY, np.ones((3, 3), bool))
     masks = np.zeros((2, 6, 6), np.uint8)
     masks[0, 1, 1] = masks[0, 2, 2] = 1  # diagonal neighbours: one region
     masks[1, 1, 1] = 1  # same place in the next image: another region

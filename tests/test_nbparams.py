@@ -7,9 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from padim_lib import nbparams, runner
-from padim_lib.chapters import select_chapters, toc_chapters
 from padim_lib.errors import PadimError
+from padim_lib.report import nbparams, runner
+from padim_lib.report.chapters import select_chapters, toc_chapters
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from sklearn.base import clone
 
 from padim_lib.errors import PadimError
-from padim_lib.padim import PaDiM, parse_reduce
-from padim_lib.postprocess import anomaly_maps, gaussian_blur, image_scores
+from padim_lib.methods.padim.detector import PaDiM, parse_reduce
+from padim_lib.methods.postprocess import anomaly_maps, gaussian_blur, image_scores
 
 # A fake resnet18 feature source: real layer names and channel counts, small grids (image 32 px).
 LAYERS = {"layer1": (64, 8), "layer2": (128, 4), "layer3": (256, 2)}
@@ -123,7 +123,7 @@ def test_sum_mode_matches_bruteforce():
 
 def test_forward_on_the_full_embedding_equals_layerwise_selection():
     # PaDiMModel.forward takes the full aligned embedding; predict selects channels per layer first.
-    from padim_lib.features import align_concat
+    from padim_lib.features.extractor import align_concat
 
     est = model(layers=tuple(LAYERS), reduce="random:100").fit_features(batches([5]))
     feats = fake_features(3, seed=8)
@@ -271,7 +271,7 @@ def test_bad_training_data():
 
 
 def test_finite_check_catches_inf_and_not_a_large_sum():
-    from padim_lib.streams import layer_maps
+    from padim_lib.methods.streams import layer_maps
 
     big = {"layer1": torch.full((2, 3, 4, 4), 3e38)}  # the sum overflows, every value is finite
     assert layer_maps(big, ["layer1"])[0] is big["layer1"]
@@ -304,7 +304,7 @@ def images() -> torch.Tensor:
 
 
 def test_images_through_resnet18(images, tmp_path):
-    from padim_lib.features import FeatureExtractor
+    from padim_lib.features.extractor import FeatureExtractor
 
     # pretrained=False draws random backbone weights: seed each construction to get the same backbone.
     est = model(reduce="random:50", pretrained=False, batch_size=3)
@@ -335,7 +335,7 @@ def test_images_through_resnet18(images, tmp_path):
 
 
 def test_fast_backbone_options_are_saved_and_checked(images, tmp_path, monkeypatch):
-    from padim_lib import features
+    from padim_lib.features import extractor as features
 
     est = model(layers=("layer1", "layer2"), reduce="random:40", pretrained=False, batch_size=4)
     torch.manual_seed(0)

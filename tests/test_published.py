@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from padim_lib.errors import PadimError
-from padim_lib.published import KEY, load_published, published_value
+from padim_lib.paper.published import KEY, load_published, published_value
 
 PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper"
 for candidate in (Path("/work/shared/paper"), PAPER):

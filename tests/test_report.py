@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from padim_lib import report, stats
+from padim_lib.paper import stats
+from padim_lib.report import display as report
 
 
 def _rows(bootstrap: int, seeds: int) -> pd.DataFrame:

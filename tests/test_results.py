@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from padim_lib.engine.results import ResultStore
 from padim_lib.errors import PadimError
-from padim_lib.results import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_crash_between_artifacts_and_rows_leaves_task_incomplete(tmp_path, monke
 
 _WRITER = """
 import sys, numpy as np, pandas as pd
-from padim_lib.results import ResultStore
+from padim_lib.engine.results import ResultStore
 store = ResultStore(sys.argv[1])
 rows = pd.DataFrame({"metric": "pro", "replicate": np.arange(400_000), "value": np.arange(400_000) / 7.0})
 print("ready", flush=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from padim_lib import runlog, runner
-from padim_lib.chapters import Chapter
+from padim_lib.report import runlog, runner
+from padim_lib.report.chapters import Chapter
 
 
 def test_record_and_table_mark_the_chapter_that_differs(tmp_path):

@@ -1,4 +1,4 @@
-"""SPADE (padim_lib.baselines.spade): equal to a brute-force numpy k-NN, bad input, save/load."""
+"""SPADE (padim_lib.methods.spade.detector): equal to a brute-force numpy k-NN, bad input, save/load."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from padim_lib.methods.spade import knn
 
-from padim_lib.baselines import knn
-from padim_lib.baselines.spade import SPADE, default_global_layer
-from padim_lib.detectors import get_method
 from padim_lib.errors import PadimError
-from padim_lib.features import align_concat
-from padim_lib.postprocess import anomaly_maps
+from padim_lib.features.extractor import align_concat
+from padim_lib.methods.postprocess import anomaly_maps
+from padim_lib.methods.registry import get_method
+from padim_lib.methods.spade.detector import SPADE, default_global_layer
 
 PIXEL = ("layer1", "layer2", "layer3")
 SIZE = (32, 32)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from padim_lib.errors import PadimError
-from padim_lib.stats import (
+from padim_lib.paper.stats import (
     compare_published,
     diff_ci,
     percentile_ci,

@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from padim_lib import study
-from padim_lib.config import ExperimentConfig
 from padim_lib.datasets import Preprocess, make_synthetic
 from padim_lib.datasets.catalog import is_stc_root, list_classes, open_dataset
 from padim_lib.datasets.stc import STCScene, scene_identity
 from padim_lib.datasets.synthetic_stc import make_synthetic_stc
-from padim_lib.detection import B5_LITERAL_LAYERS, detection_configs, scaled_rd
+from padim_lib.engine import studyfile as study
+from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
-from padim_lib.featcache import data_identity
-from padim_lib.nonaligned_study import ALIGNED, method_configs, run_nonaligned
-from padim_lib.stc_study import run_stc, stc_configs
-from padim_lib.studies import rd_label, spread_over_versions
+from padim_lib.features.cache import data_identity
+from padim_lib.paper.detection import B5_LITERAL_LAYERS, detection_configs, scaled_rd
+from padim_lib.paper.nonaligned import ALIGNED, method_configs, run_nonaligned
+from padim_lib.paper.stc import run_stc, stc_configs
+from padim_lib.paper.study import rd_label, spread_over_versions
 
 TINY_STC = dict(scenes=2, train_clips=2, test_clips=1, train_frames=10, test_frames=12, height=48, width=64)
 SMALL = Preprocess(resize=64, crop=None)
@@ -84,8 +84,8 @@ def test_stc_study_runs_and_reuses_the_cache(stc, tmp_path):
     assert fpr[0] == 0 and tpr[-1] == 1
     from matplotlib.figure import Figure
 
-    from padim_lib.stc_study import frame_counts
-    from padim_lib.study_plots import scene_figure
+    from padim_lib.paper.stc import frame_counts
+    from padim_lib.report.study_plots import scene_figure
 
     assert isinstance(scene_figure(run.summary(), run.labels(), pub, ("pixel_auroc", "image_auroc")), Figure)
     assert frame_counts(run) == {"train": 8, "test": 12}
@@ -160,7 +160,7 @@ def test_nonaligned_run_end_to_end(mvtec, tmp_path):
         run.summary("seed7")
     from matplotlib.figure import Figure
 
-    from padim_lib.study_plots import nonaligned_figure
+    from padim_lib.report.study_plots import nonaligned_figure
 
     assert isinstance(nonaligned_figure(run), Figure)
 
@@ -187,7 +187,7 @@ def test_example_studies_expand(name, stc, mvtec):
 
 # ----------------------------------------------------------------------------- helpers
 def test_class_subset(mvtec, tmp_path):
-    from padim_lib.studies import class_subset
+    from padim_lib.paper.study import class_subset
 
     two = make_synthetic(tmp_path / "two", seed=0, n_train=2, n_test_good=1, n_test_defect=1, size=32,
                          categories=["washer", "brick"])
@@ -197,8 +197,9 @@ def test_class_subset(mvtec, tmp_path):
 
 
 def test_comparability_names_every_difference(mvtec, stc):
-    from padim_lib import detection, stc_study
-    from padim_lib.studies import comparability
+    from padim_lib.paper import detection
+    from padim_lib.paper import stc as stc_study
+    from padim_lib.paper.study import comparability
 
     configs = detection_configs(rd_backbone="efficientnet_lite0", rd=54, effnet_backbones=["efficientnet_b5"],
                                 spade_backbone="wide_resnet50_2")
@@ -214,7 +215,7 @@ def test_comparability_names_every_difference(mvtec, stc):
 
 
 def test_prepare_stc_checks_a_real_tree(stc, tmp_path):
-    from padim_lib.runner import prepare_stc
+    from padim_lib.report.runner import prepare_stc
 
     prepare_stc("paper", stc, tmp_path, log=print)  # a usable tree: nothing to say
     with pytest.raises(PadimError, match="stc_root.*not downloaded automatically"):
@@ -225,7 +226,7 @@ def test_prepare_stc_checks_a_real_tree(stc, tmp_path):
 
 def test_the_studies_do_not_key_results():
     """Editing a chapter's study module (configurations, summaries) keeps every cached result."""
-    from padim_lib.config import _source_files
+    from padim_lib.io.digest import _source_files
 
     keyed = {p.name for p in _source_files("results")}
     assert not keyed & {"studies.py", "detection.py", "nonaligned_study.py", "stc_study.py", "study_plots.py"}

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from padim_lib import study, sweep
-from padim_lib.config import ExperimentConfig
+from padim_lib.engine import studyfile as study
+from padim_lib.engine import sweep
+from padim_lib.engine.config import ExperimentConfig
+from padim_lib.engine.results import ResultStore
 from padim_lib.errors import PadimError
-from padim_lib.results import ResultStore
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -193,7 +194,7 @@ def _write_study(tmp_path: Path, fake_root: Path, **overrides) -> Path:
 
 
 def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
-    from padim_lib import experiments
+    from padim_lib.engine import task as experiments
 
     spec = study.load_study(_write_study(tmp_path, fake_root))
     got = study.expand(spec)
@@ -420,7 +421,8 @@ _CHILD = """
 import sys
 sys.path[:0] = [{here!r}, {root!r}]
 import test_sweep
-from padim_lib import study, sweep
+from padim_lib.engine import studyfile as study
+from padim_lib.engine import sweep
 tasks = study.make_tasks({data!r}, "all", test_sweep.CONFIGS, seeds=[0, 1])
 sweep.run(tasks, {res!r}, scheduler={address!r}, bootstrap=3, cache_dir={cache!r}, progress=False,
           task_fn=test_sweep.fake_task, feature_fn=test_sweep.fake_features)

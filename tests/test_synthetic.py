@@ -266,7 +266,7 @@ def test_examples_figure(small_set):
     import matplotlib
 
     matplotlib.use("Agg")
-    from padim_lib import plots
+    from padim_lib.report import plots
 
     fig = plots.examples_figure(example_images(small_set, per_class=2))
     assert len([ax for ax in fig.axes if ax.images]) == 3 * len(CLASS_NAMES)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from padim_lib import tables
 from padim_lib.datasets import Preprocess
 from padim_lib.errors import PadimError
+from padim_lib.paper import tables
 
 
 def _run(table: str, **kwargs) -> tables.TableRun:

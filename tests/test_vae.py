@@ -20,14 +20,14 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from padim_lib.baselines.augment import PaperAugment
-from padim_lib.baselines.vae import VAE
-from padim_lib.baselines.vae_checkpoint import CHECKPOINT_NAME
-from padim_lib.baselines.vae_net import VAENet, error_map, vae_loss
 from padim_lib.datasets.preprocess import Preprocess
-from padim_lib.detectors import build_detector, get_method
 from padim_lib.errors import PadimError
-from padim_lib.features import load_backbone
+from padim_lib.features.extractor import load_backbone
+from padim_lib.methods.registry import build_detector, get_method
+from padim_lib.methods.vae.augment import PaperAugment
+from padim_lib.methods.vae.checkpoint import CHECKPOINT_NAME
+from padim_lib.methods.vae.detector import VAE
+from padim_lib.methods.vae.net import VAENet, error_map, vae_loss
 
 TINY = dict(
     images_per_epoch=8, batch_size=4, image_size=64, aug_resize=73, aug_crop=70, latent_channels=8,
@@ -145,7 +145,7 @@ def test_max_train_and_weights_file(images, tmp_path):
 
 
 def test_pretrained_without_weights_is_an_error_not_a_random_net(images, monkeypatch):
-    import padim_lib.features as features
+    import padim_lib.features.extractor as features
 
     def unavailable(spec):
         raise PadimError("pretrained weights for 'resnet18' are not cached and could not be downloaded")
@@ -193,7 +193,7 @@ def test_truncated_checkpoint_is_a_clear_error(images, tmp_path):
 
 _KILLED_RUN = textwrap.dedent("""
     import sys, torch
-    from padim_lib.baselines.vae import VAE
+    from padim_lib.methods.vae.detector import VAE
     torch.set_num_threads(int(sys.argv[2]))
     images = torch.randn(6, 3, 72, 72, generator=torch.Generator().manual_seed(1))
     VAE(**{TINY!r}, epochs=1000, checkpoint_dir=sys.argv[1]).fit(images)

@@ -47,7 +47,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from padim_lib import runner
+    from padim_lib.report import runner
 
     if args.list_params is not None:
         print(runner.list_params(args.list_params or None))

@@ -84,7 +84,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from padim_lib.datasets import download
 
     if args.dataset == "weights":
-        from padim_lib.weights import download_weights
+        from padim_lib.features.weights import download_weights
 
         download_weights(args.names or None)
         return 0
@@ -116,8 +116,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from padim_lib.study import run_study
-    from padim_lib.sweep_dask import check_scheduler
+    from padim_lib.engine.on_dask import check_scheduler
+    from padim_lib.engine.studyfile import run_study
 
     if args.local_cluster is not None and args.local_cluster < 1:
         raise PadimError(f"--local-cluster {args.local_cluster}; expected a positive number of workers")

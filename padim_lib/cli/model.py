@@ -49,7 +49,7 @@ def _method_params(items: list[str] | None) -> dict[str, Any]:
 
 def _config(args: argparse.Namespace):
     """The ExperimentConfig of `padim fit`'s options: the one set of rules the study files use too."""
-    from padim_lib.config import ExperimentConfig
+    from padim_lib.engine.config import ExperimentConfig
 
     try:
         return ExperimentConfig(
@@ -87,8 +87,8 @@ def _set_runtime_options(detector: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from padim_lib.atomic import check_output, make_parents, remove_empty
-    from padim_lib.config import check_device
+    from padim_lib.features.device import check_device
+    from padim_lib.io.atomic import check_output, make_parents, remove_empty
 
     config = _config(args)
     if args.weights is not None and not Path(args.weights).is_file():
@@ -96,14 +96,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     check_device(args.device, "--")
     out = check_output(args.out, "--out")
 
-    from padim_lib.datasets import open_dataset
-    from padim_lib.detectors import build_detector
-    from padim_lib.featcache import data_identity
+    from padim_lib.features.cache import data_identity
+    from padim_lib.methods.registry import build_detector
 
-    train = open_dataset(args.data, args.category, "train", config.preprocess)
-    identity = data_identity(args.data, args.category)
     detector = build_detector(config, device=args.device, progress=True)
     _set_runtime_options(detector, args)
+    train = detector.training_data(args.data, args.category, config.preprocess)  # the sweep's and the book's too
+    identity = data_identity(args.data, args.category)
     created = make_parents(out, "--out")
     try:
         t0 = time.perf_counter()
@@ -129,7 +128,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def _warn_other_data(meta: dict, args: argparse.Namespace) -> None:
     """Warn when the model was fitted on other data than it is now scored on (data identities differ)."""
-    from padim_lib.featcache import data_identity
+    from padim_lib.features.cache import data_identity
 
     fitted = meta.get("data_identity")
     if not fitted:
@@ -147,8 +146,8 @@ def _warn_other_data(meta: dict, args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from padim_lib.atomic import atomic_write, check_output, make_parents, remove_empty
-    from padim_lib.config import check_device
+    from padim_lib.features.device import check_device
+    from padim_lib.io.atomic import atomic_write, check_output, make_parents, remove_empty
 
     check_device(args.device, "--")
     outputs = {}
@@ -159,8 +158,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise PadimError(f"--json and --save-maps both name {args.json}; expected two files")
 
     from padim_lib.datasets import Preprocess, open_dataset
-    from padim_lib.detectors import load_detector
-    from padim_lib.evaluation import evaluate
+    from padim_lib.engine.evaluation import evaluate
+    from padim_lib.methods.registry import load_detector
 
     detector = load_detector(args.model, device=args.device)
     meta = getattr(detector, "meta", None) or {}
@@ -201,7 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def methods_epilog() -> str:
     """`padim fit --help`'s list of the registered methods and their own parameters."""
-    from padim_lib.detectors import get_method, method_names
+    from padim_lib.methods.registry import get_method, method_names
 
     lines = ["methods (--method NAME) and their parameters (--param NAME=VALUE):"]
     for name in method_names():

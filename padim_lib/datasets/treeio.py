@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from padim_lib.atomic import current_umask
 from padim_lib.errors import PadimError
+from padim_lib.io.atomic import current_umask
 
 
 def read_manifest(out: Path, name: str = "dataset.json") -> dict | None:

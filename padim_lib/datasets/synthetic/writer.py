@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from padim_lib.atomic import current_umask
 from padim_lib.datasets.synthetic.render import (
     CLASS_NAMES,
     DEFECT_TYPES,
@@ -29,6 +28,7 @@ from padim_lib.datasets.synthetic.render import (
 )
 from padim_lib.datasets.synthetic.textures import PHOTOS
 from padim_lib.errors import PadimError
+from padim_lib.io.atomic import current_umask
 
 
 def _defect_counts(category: str, n_test_defect: int) -> dict[str, int]:

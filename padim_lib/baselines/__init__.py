@@ -1,5 +1,0 @@
-"""The paper's baselines as detectors of the registry (padim_lib.detectors): SPADE (`spade`) and the VAE (`vae`).
-
-Each baseline lives in its own module and is imported lazily by the registry, so importing this
-package imports no torch.
-"""
