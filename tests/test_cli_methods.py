@@ -17,10 +17,10 @@ from padim_lib.datasets import make_synthetic
 from padim_lib.errors import PadimError
 from padim_lib.io.atomic import atomic_torch_save
 from padim_lib.methods import registry as detectors
+from padim_lib.methods.base import Detector
 from padim_lib.methods.padim.detector import PaDiM
 from padim_lib.methods.params import Param, at_least
 from padim_lib.methods.postprocess import anomaly_maps
-from padim_lib.methods.base import Detector
 from padim_lib.methods.registry import MethodSpec, load_detector
 
 FORMAT = "tests.toy_mean"

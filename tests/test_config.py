@@ -7,10 +7,10 @@ import json
 import pytest
 
 import padim_lib
-from padim_lib.io import digest
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
 from padim_lib.features.extractor import BACKBONES
+from padim_lib.io import digest
 
 # Another value for every field that changes numbers.
 CHANGES = {

@@ -25,9 +25,9 @@ from padim_lib.engine.config import ExperimentConfig
 from padim_lib.engine.task import Task, run_task
 from padim_lib.errors import PadimError
 from padim_lib.methods import registry as detectors
+from padim_lib.methods.base import Detector
 from padim_lib.methods.params import Param, at_least
 from padim_lib.methods.postprocess import anomaly_maps
-from padim_lib.methods.base import Detector
 from padim_lib.methods.registry import MethodSpec
 
 HERE = Path(__file__).resolve().parent

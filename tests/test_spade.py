@@ -8,12 +8,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from padim_lib.methods.spade import knn
 
 from padim_lib.errors import PadimError
 from padim_lib.features.extractor import align_concat
 from padim_lib.methods.postprocess import anomaly_maps
 from padim_lib.methods.registry import get_method
+from padim_lib.methods.spade import knn
 from padim_lib.methods.spade.detector import SPADE, default_global_layer
 
 PIXEL = ("layer1", "layer2", "layer3")

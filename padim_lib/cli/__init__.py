@@ -4,7 +4,8 @@ Every failure a user can cause ends as one line on stderr naming the option and 
 expected (exit 2); an interrupt prints one line and exits 130 (143 for SIGTERM) with temporary
 files removed; anything else prints one line and a hint to rerun with --debug (exit 1).
 Every check that can fail (configuration, device, output paths, input data) runs before the
-work starts, and outputs are written atomically at the end, all or nothing.
+work starts, and outputs are written atomically at the end, all or nothing: a link's final
+target is replaced (the link stays), a device or a pipe is written straight into.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file written by padim fit")
     p.add_argument("--data", required=True, help="data root in the MVTec AD layout")
     p.add_argument("--category", required=True, help="class folder under --data")
-    p.add_argument("--json", default=None, help="write the metrics here (JSON)")
+    p.add_argument("--json", default=None, help="write the metrics here (JSON); '-' for standard output "
+                   "(a device, a pipe or a link's target is written into, e.g. /dev/stdout)")
     p.add_argument("--save-maps", default=None, help="write maps, scores, labels and paths (.npz)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_evaluate)

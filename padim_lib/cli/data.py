@@ -8,19 +8,31 @@ import re
 from pathlib import Path
 
 from padim_lib.errors import PadimError
+from padim_lib.io.atomic import node_kind, output_target
 
 SYNTH_SIZES = (32, 4096)  # px; above 4096 one image alone needs >= 200 MB while it is drawn
 
 
 def _check_folder(path: str, option: str) -> Path:
-    """A folder to write in later (the sweep's --results): not a file, under a writable folder."""
+    """A folder to write in later (synth's --out, the sweep's --results), by the atomic writers'
+    rule: a link to a folder is followed (and stays a link); a broken link, a file, a device or a
+    pipe is refused; the folder, or the first one above that exists, must be writable."""
     if not str(path).strip():
         raise PadimError(f"{option} is empty; expected a folder")
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise PadimError(f"{option} {path}: is a file; expected a folder")
-    above = p
+    try:
+        kind, target = node_kind(p), output_target(p)
+    except OSError as exc:
+        reason = str(exc.strerror or exc)
+        raise PadimError(f"{option} {path}: {reason[:1].lower() + reason[1:]}; expected a folder") from exc
+    if kind not in (None, "folder"):
+        raise PadimError(f"{option} {path}: is a {kind}; expected a folder")
+    if kind is None and p.is_symlink():  # a dangling link: its target may be an unmounted disk's
+        raise PadimError(f"{option} {path}: is a broken link (to {target}); expected a folder")
+    above = target
     while not above.exists():
+        if above.is_symlink():  # a dangling link cannot be made into a folder
+            raise PadimError(f"{option} {path}: {above} is a broken link; expected a folder")
         above = above.parent
     if not above.is_dir():
         raise PadimError(f"{option} {path}: {above} is a file, not a folder")
@@ -40,9 +52,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     low, high = SYNTH_SIZES
     if not low <= args.size <= high:
         raise PadimError(f"--size {args.size}; expected an image side between {low} and {high} px")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise PadimError(f"--out {args.out}: is a file; expected a folder for the data set")
+    _check_folder(args.out, "--out")
     out = make_synthetic(
         args.out,
         seed=args.seed,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -86,6 +88,18 @@ def _set_runtime_options(detector: Any, args: argparse.Namespace) -> None:
             raise PadimError(f"{option} {value}: method {args.method!r} has no such option")
 
 
+STDOUT = "-"  # --json -: the metrics on standard output
+
+
+def _is_stdout(path: Path) -> bool:
+    """True when `path` names the file, device or pipe our standard output writes to
+    (`--json /dev/stdout`): the output is there already, printing it again would double it."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such node; a captured stdout has no fileno
+        return False
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from padim_lib.features.device import check_device
     from padim_lib.io.atomic import check_output, make_parents, remove_empty
@@ -122,7 +136,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     except BaseException:
         remove_empty(created)
         raise
-    print(f"fitted on {detector.meta['n_train']} images in {detector.meta['fit_s']} s ({config.method}); saved {out}")
+    print(f"fitted on {detector.meta['n_train']} images in {detector.meta['fit_s']} s ({config.method}); saved {out}",
+          file=sys.stderr if _is_stdout(out) else sys.stdout)  # not into a model streamed to stdout
     return 0
 
 
@@ -147,12 +162,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from padim_lib.features.device import check_device
-    from padim_lib.io.atomic import atomic_write, check_output, make_parents, remove_empty
+    from padim_lib.io.atomic import atomic_write, check_output, make_parents, open_output, remove_empty
 
     check_device(args.device, "--")
+    if args.save_maps == STDOUT:
+        raise PadimError("--save-maps -: standard output is for --json - only; expected a file path (.npz)")
     outputs = {}
     for option, value in (("--save-maps", args.save_maps), ("--json", args.json)):
-        if value is not None:
+        if value is not None and value != STDOUT:
             outputs[option] = check_output(value, option)
     if len({p.resolve() for p in outputs.values()}) < len(outputs):
         raise PadimError(f"--json and --save-maps both name {args.json}; expected two files")
@@ -173,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(res, indent=2, default=float)
 
     def write_maps(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
+        with open_output(tmp) as fh:  # a file object: np.savez would add ".npz" to a name
             np.savez_compressed(
                 fh,
                 maps=arrays["maps"].astype(np.float32),
@@ -194,7 +211,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except BaseException:
         remove_empty(created)
         raise
-    print(text)
+    if not ("--json" in outputs and _is_stdout(outputs["--json"])):
+        print(text)  # also what --json - asks for: the JSON, alone, on standard output
     return 0
 
 

@@ -1,5 +1,6 @@
 """Write a whole folder tree atomically: build it in a temporary folder beside the target, then
-rename it into place, so a reader sees the old tree or the complete new one, never half of one."""
+rename it into place, so a reader sees the old tree or the complete new one, never half of one.
+A symbolic link given as the folder stays a link: its target folder is the one replaced."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from padim_lib.errors import PadimError
-from padim_lib.io.atomic import current_umask
+from padim_lib.io.atomic import current_umask, folder_target
 
 
 def read_manifest(out: Path, name: str = "dataset.json") -> dict | None:
@@ -25,7 +26,9 @@ def read_manifest(out: Path, name: str = "dataset.json") -> dict | None:
 
 
 def check_replaceable(out: Path, generator_prefix: str, name: str = "dataset.json") -> None:
-    """Refuse to replace `out` unless it is empty or was written by `generator_prefix`."""
+    """Refuse to replace `out` unless it is empty or was written by `generator_prefix` (a file, a
+    device or a pipe at `out` is refused as not a folder)."""
+    folder_target(out)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     meta = read_manifest(out, name)
@@ -42,9 +45,10 @@ def atomic_tree(out: str | os.PathLike) -> Iterator[Path]:
     tree there is deleted afterwards), on any error it is removed and `out` is left untouched.
 
     The folder gets the permissions a plain mkdir would (mkdtemp makes it 0700), so the tree
-    respects the umask like every file written into it.
+    respects the umask like every file written into it. A link is followed (its final target is
+    replaced, beside which the temporary folder sits); a file, device or pipe is refused.
     """
-    out = Path(out)
+    out = folder_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from padim_lib.errors import PadimError
-from padim_lib.io.atomic import atomic_write
+from padim_lib.io.atomic import atomic_write, open_output
 
 ROWS_SUFFIX = ".parquet"
 # The number of bootstrap replicates a task's rows were computed with, in the Parquet file's metadata:
@@ -147,7 +147,7 @@ class ResultStore:
             arrays = {str(k): _as_array(str(k), v) for k, v in artifacts.items()}
 
             def write_npz(tmp: Path) -> None:
-                with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+                with open_output(tmp) as fh:  # a file object: np.savez would append ".npz" to a path
                     np.savez_compressed(fh, **arrays)
 
             atomic_write(self.artifacts_path(task_key), write_npz)
@@ -155,7 +155,12 @@ class ResultStore:
         if "replicate" in rows.columns:
             n = int(rows.loc[rows["replicate"] >= 0, "replicate"].nunique())
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), BOOTSTRAP_META: str(n).encode()})
-        atomic_write(self.rows_path(task_key), lambda tmp: pq.write_table(table, tmp))
+
+        def write_rows(tmp: Path) -> None:
+            with open_output(tmp) as fh:  # a file object: Arrow's own opener seeks, which a pipe refuses
+                pq.write_table(table, fh)
+
+        atomic_write(self.rows_path(task_key), write_rows)
 
     # -- reading ---------------------------------------------------------------------------------
     def _read_rows(self, task_key: str) -> pa.Table | None:

@@ -5,14 +5,24 @@ a recognisable name, ``.<target name>.padim-<pid>@<host>.<random>.tmp``, so that
 the same target removes the ones a killed writer left (its process is gone, or the file is an
 hour old), and ``ResultStore.remove_stale_tmp`` (glob ``.*.tmp``) still finds them.
 Written files get the permissions the umask allows (0666 & ~umask), like ``open(..., "w")``.
+
+What a path names decides how it is written (`atomic_write`, `check_output`, `atomic_tree`):
+a symbolic link (a chain, or a dangling one) is followed and its final target replaced, the link
+left in place; an existing node that is not a regular file (character or block device, FIFO) is
+written straight into, without a temporary file (``--json /dev/stdout`` streams, ``--out
+/dev/full`` fails with "no space left on device"); a folder is an error, and so is a socket for
+`check_output` (nothing can open one).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import re
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -82,9 +92,63 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
+MAX_LINKS = 40  # as the kernel's limit: a longer chain is a loop
+
+
+def output_target(path: str | os.PathLike) -> Path:
+    """The path a write of `path` changes: `path` itself, or the final target of the chain of
+    symbolic links it is (a dangling link gives the path it names). Folders above are kept as
+    written (the kernel follows their links); a loop raises OSError(ELOOP) naming `path`."""
+    target = Path(path)
+    for _ in range(MAX_LINKS):
+        if not target.is_symlink():
+            return target
+        link = Path(os.readlink(target))
+        target = link if link.is_absolute() else target.parent / link
+    raise OSError(errno.ELOOP, "too many levels of symbolic links", os.fspath(path))
+
+
+def node_kind(path: str | os.PathLike) -> str | None:
+    """What `path` names, links followed: "file", "folder", "character device", "block device",
+    "pipe", "socket" (or "special file"); None when nothing is there (or a link dangles)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    kinds = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "pipe"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """True when `path` names an existing node that is written straight into (a device, a pipe)."""
+    return node_kind(path) not in (None, "file", "folder")
+
+
+def _flush_std_streams() -> None:
+    """Flush our own buffered stdout/stderr before another handle writes the same device or pipe."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _write_straight(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(path)` into a device or pipe: no temporary file, no rename, nothing to fsync."""
+    _flush_std_streams()
+    try:
+        write(path)
+    except BaseException as exc:
+        os_error = _os_error(exc)
+        if os_error is not None:
+            raise _named(os_error, path) from exc
+        raise
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary file next to `path`, fsync it, then rename it to `path`.
 
+    A symbolic link is followed: its final target is replaced (the temporary file sits beside
+    the target), the link stays. A device or a pipe is written straight into (`write(path)`).
     The temporary name is unique (concurrent writers of one path each write their own file, and
     the last rename wins); on any error, including KeyboardInterrupt, it is removed. Stale
     temporary files of `path` (killed writers) are removed first. An OSError (a folder that
@@ -93,11 +157,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a directory")
-        remove_stale_tmp(path)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path), suffix=".tmp")
+        kind = node_kind(path)
+        if kind == "folder":
+            raise IsADirectoryError(errno.EISDIR, "is a folder")
+        if kind not in (None, "file"):
+            _write_straight(path, write)
+            return
+        target = output_target(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(target)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=tmp_prefix(target), suffix=".tmp")
     except OSError as exc:
         raise _named(exc, path) from exc
     os.close(fd)
@@ -109,42 +178,69 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; outputs follow the umask
         pause = os.environ.get(PAUSE_ENV)
         if pause:
-            print(f"{PAUSE_ENV}: {tmp} -> {path}", file=sys.stderr, flush=True)
+            print(f"{PAUSE_ENV}: {tmp} -> {target}", file=sys.stderr, flush=True)
             time.sleep(float(pause))
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _named(exc, path) from exc
+        os_error = _os_error(exc)
+        if os_error is not None:
+            raise _named(os_error, path) from exc
         raise
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind `exc`: itself, or one in its chain when a library wrapped it (torch.save
+    turns a failed write into a RuntimeError); None for an interrupt or any other error."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if not isinstance(exc, Exception):  # an interrupt, even one wrapped: not a write error
+            return None
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _named(exc: OSError, path: Path) -> OSError:
-    """The same kind of OSError, its message naming the requested `path` (not the temporary file)."""
-    return type(exc)(f"cannot write {path}: {exc.strerror or exc}")
+    """The same kind of OSError, its message naming the requested `path` (not the temporary file
+    or a link's target): "no space left on device: /dev/full", as `padim` prints it."""
+    reason = _reason(exc)
+    if exc.errno is None:
+        return type(exc)(f"{reason}: {path}")
+    return type(exc)(exc.errno, reason, os.fspath(path))
 
 
 def check_output(path: str | os.PathLike, option: str) -> Path:
-    """`path` checked as a file to write later (nothing is created): not empty, not a folder, under
-    folders that exist or can be made, and writable. Errors name `option` (e.g. "--out")."""
+    """`path` checked as a file to write later, by `atomic_write`'s rule (nothing is created): not
+    empty, not a folder; a device or pipe writable; otherwise its file (a link's final target)
+    under folders that exist or can be made, and writable. Errors name `option` (e.g. "--out")."""
     text = os.fspath(path)
     if not str(text).strip():
         raise PadimError(f"{option} is empty; expected a file path")
     path = Path(text)
-    if path.is_dir():
+    try:
+        kind, target = node_kind(path), output_target(path)
+    except OSError as exc:
+        raise PadimError(f"{option} {text}: {_reason(exc)}; expected a file path") from exc
+    if kind == "folder":
         raise PadimError(f"{option} {text}: is a folder; expected a file path (e.g. {path / 'name'})")
-    folder = path.parent
+    if kind not in (None, "file"):
+        _check_stream(path, kind, f"{option} {text}")
+        return path
+    folder = target.parent
     while not folder.exists():
         if folder.is_symlink():  # a dangling link cannot be made into a folder
             raise PadimError(f"{option} {text}: {folder} is a broken link; expected a folder")
         folder = folder.parent
     if not folder.is_dir():
         raise PadimError(f"{option} {text}: {folder} is a file, not a folder; expected a path under a folder")
-    if folder == path.parent:
+    if folder == target.parent:
         # The only sure test of "can I write here" (root passes os.access, /proc refuses files):
-        # make and remove a temporary file.
+        # make and remove a temporary file, where atomic_write will make its own.
         try:
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=tmp_prefix(path), suffix=".tmp")
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=tmp_prefix(target), suffix=".tmp")
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
@@ -154,15 +250,44 @@ def check_output(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
+def _check_stream(path: Path, kind: str, named: str) -> None:
+    """A device or pipe to write straight into: refused when it cannot be opened for writing (a
+    socket never can) or its permissions forbid it. `named` starts the message ("--out x")."""
+    if kind in ("socket", "special file"):
+        raise PadimError(f"{named}: is a {kind}; expected a file, a device or a pipe to write into")
+    if not os.access(path, os.W_OK):
+        raise PadimError(f"{named}: cannot write into this {kind} (permission denied)")
+
+
+def _reason(exc: OSError) -> str:
+    reason = str(exc.strerror or exc)
+    return reason[:1].lower() + reason[1:]
+
+
 def make_parents(path: Path, option: str) -> list[Path]:
-    """Create the missing folders above `path`; returns the ones created (outermost first), so a
-    command that fails afterwards can remove them again (`remove_empty`)."""
-    missing = [p for p in reversed(path.parents) if not p.exists()]
+    """Create the missing folders above `path` (above a link's final target); returns the ones
+    created (outermost first), so a command that fails afterwards can remove them again
+    (`remove_empty`)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        target = output_target(path)
     except OSError as exc:
-        raise PadimError(f"{option} {path}: cannot create {path.parent} ({exc.strerror or exc})") from exc
+        raise PadimError(f"{option} {path}: {_reason(exc)}; expected a file path") from exc
+    missing = [p for p in reversed(target.parents) if not p.exists()]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PadimError(f"{option} {path}: cannot create {target.parent} ({exc.strerror or exc})") from exc
     return missing
+
+
+def folder_target(path: str | os.PathLike) -> Path:
+    """The folder a tree written to `path` replaces (`treeio.atomic_tree`, the synthetic sets):
+    a link's final target, so the link stays; PadimError when `path` names something other than
+    a folder (a file, a device, a pipe)."""
+    kind, target = node_kind(path), output_target(path)
+    if kind not in (None, "folder"):
+        raise PadimError(f"{os.fspath(path)}: is a {kind}; expected a folder")
+    return target
 
 
 def remove_empty(folders: list[Path]) -> None:
@@ -172,12 +297,51 @@ def remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
 
 
+class _NoSeek(io.RawIOBase):
+    """A raw file that writes through and can neither seek nor tell (see `open_output`)."""
+
+    def __init__(self, raw: io.RawIOBase) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        raise io.UnsupportedOperation("a device or pipe: no position to tell")
+
+    def write(self, data) -> int:
+        return self._raw.write(data)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def open_output(path: str | os.PathLike) -> io.BufferedWriter:
+    """`open(path, "wb")` for the `write` callbacks of `atomic_write`; into a device or a pipe, a
+    file that neither seeks nor tells, so zip writers (np.savez) and Arrow stream their data
+    instead of seeking back: /dev/null accepts a seek and keeps no position."""
+    if not is_stream(path):
+        return open(path, "wb")
+    return io.BufferedWriter(_NoSeek(open(path, "wb", buffering=0)))
+
+
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save(obj) to `path` atomically (through an open file, as torch.save writes it)."""
+    """torch.save(obj) to `path` atomically (through an open file, as torch.save writes it; into a
+    device or pipe it streams, as torch's zip writer never seeks)."""
     import torch
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
+        with open_output(tmp) as fh:
             torch.save(obj, fh)
 
     atomic_write(path, write)

@@ -28,7 +28,7 @@ from padim_lib.datasets.synthetic.render import (
 )
 from padim_lib.datasets.synthetic.textures import PHOTOS
 from padim_lib.errors import PadimError
-from padim_lib.io.atomic import current_umask
+from padim_lib.io.atomic import current_umask, folder_target
 
 
 def _defect_counts(category: str, n_test_defect: int) -> dict[str, int]:
@@ -114,7 +114,7 @@ def make_synthetic(
     Also writes <out>/dataset.json (class kinds, parameters, generator version). Skips the work
     when `out` already holds a complete set made with the same parameters. The set is generated
     in a temporary folder beside `out` and renamed into place, so an interrupted run never
-    leaves a half-written set at `out`.
+    leaves a half-written set at `out`. A link given as `out` stays a link: its target gets the set.
     """
     _check_int("seed", seed, 0)
     _check_int("n_train", n_train, 1)
@@ -134,13 +134,14 @@ def make_synthetic(
         size=size,
         categories=cats,
     )
-    out = Path(out)
+    requested = Path(out)
+    out = folder_target(requested)
     manifest, jobs = _manifest(params), _plan(params)
     if _is_complete(out, manifest, jobs):
-        return out
+        return requested
     if out.exists() and not _is_ours(out):
         raise PadimError(
-            f"{out} exists and is not a synthetic data set (no dataset.json from this generator); "
+            f"{requested} exists and is not a synthetic data set (no dataset.json from this generator); "
             "choose another --out or remove it"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,8 +162,8 @@ def make_synthetic(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if not _is_complete(out, manifest, jobs):  # lost a race to a writer with other parameters
-        raise PadimError(f"{out} was changed by another process while generating; run again")
-    return out
+        raise PadimError(f"{requested} was changed by another process while generating; run again")
+    return requested
 
 
 def _is_ours(out: Path) -> bool:
