@@ -24,7 +24,7 @@ import argparse
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +119,13 @@ def main() -> None:
           f"{args.threads} thread(s) x {args.jobs} job(s), load {os.getloadavg()[0]:.1f}", flush=True)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(run_class, [args] * len(classes), classes))
+        futures = {pool.submit(run_class, args, c): c for c in classes}
+        done = {}
+        for future in as_completed(futures):
+            r = done[futures[future]] = future.result()
+            print(f"  {r['category']}: VAE pixel AUROC {r['vae']['pixel']:.3f}, fit {r['vae']['fit_s']:.0f} s "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    results = [done[c] for c in classes]
     wall = time.perf_counter() - t0
 
     head = f"{'class':8s} {'kind':8s} {'VAE px':>7s} {'img':>6s} {'fit s':>6s} {'cpu s':>6s}"

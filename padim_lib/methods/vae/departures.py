@@ -28,6 +28,9 @@ PAPER = {
 }
 
 
+NAMES = {"resnet18": "ResNet18", "efficientnet_lite0": "EfficientNet-Lite0"}
+
+
 class Departure(NamedTuple):
     """One way a configuration differs from the paper (or fills in what the paper leaves open)."""
 
@@ -57,14 +60,14 @@ def departures(backbone: str, pretrained: bool, weights: str | None, params: Map
     if backbone != PAPER["backbone"]:
         out.append(Departure(
             "encoder", backbone, "resnet18",
-            f"The encoder is {backbone} (up to its stride-32 stage), a stand-in for the paper's ResNet18: "
+            f"The encoder is {NAMES.get(backbone, backbone)} (up to its stride-32 stage), a stand-in for the paper's ResNet18: "
             "the network whose ImageNet weights this profile has at hand.",
         ))
     if weights is not None:
         init = f"weights file {weights}"
         why = "a file given by the user"
     elif pretrained:
-        init = f"ImageNet ({BACKBONES[backbone].weights})"
+        init = f"ImageNet ({BACKBONES[backbone].weights.split(' (')[0]})"
         why = "the project's choice"
     else:
         init = "random"
