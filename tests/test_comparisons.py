@@ -10,27 +10,32 @@ from padim_lib.errors import PadimError
 from padim_lib.methods.base import Detector
 from padim_lib.paper import baselines as comparisons
 from padim_lib.paper import claims
+from padim_lib.paper.catalog import rd_at_paper_ratio
+from padim_lib.paper.run import StudyRun
+from padim_lib.paper.study import per_kind
+
+LITE0 = dict(small_backbone="efficientnet_lite0", large_backbone="efficientnet_lite0",
+             spade_backbone="efficientnet_lite0", vae_pretrained=False)
 
 
 def _configs(**kw):
-    return comparisons.comparison_configs(small_backbone="efficientnet_lite0", large_backbone="efficientnet_lite0",
-                                          spade_backbone="efficientnet_lite0", vae_pretrained=False, **kw)
+    return list(comparisons.comparison_configs(**LITE0, **kw).values())
 
 
 def test_rd_keeps_the_papers_ratio_and_is_the_papers_d_on_the_papers_backbones():
-    assert comparisons.rd_at_paper_ratio("padim_small", "resnet18") == 100
-    assert comparisons.rd_at_paper_ratio("padim_large", "wide_resnet50_2") == 550
+    assert rd_at_paper_ratio("PaDiM-R18-Rd100", "resnet18") == 100
+    assert rd_at_paper_ratio("PaDiM-WR50-Rd550", "wide_resnet50_2") == 550
     # Lite0's default layers: 24 + 40 + 112 = 176 dimensions
-    assert comparisons.rd_at_paper_ratio("padim_small", "efficientnet_lite0") == round(100 * 176 / 448)
-    assert comparisons.rd_at_paper_ratio("padim_large", "efficientnet_lite0") == round(550 * 176 / 1792)
-    with pytest.raises(PadimError, match="role='vae'"):
-        comparisons.rd_at_paper_ratio("vae", "resnet18")
+    assert rd_at_paper_ratio("PaDiM-R18-Rd100", "efficientnet_lite0") == round(100 * 176 / 448)
+    assert rd_at_paper_ratio("PaDiM-WR50-Rd550", "efficientnet_lite0") == round(550 * 176 / 1792)
+    with pytest.raises(PadimError, match="model='VAE'"):
+        rd_at_paper_ratio("VAE", "resnet18")
 
 
 def test_configs_have_one_role_each_named_after_what_runs():
-    configs = _configs(vae=comparisons.vae_params(2, 16, 64, 8), spade={"k": 3})
-    roles = [comparisons.config_role(c) for c in configs]
-    assert roles == list(comparisons.ROLES)
+    by_role = comparisons.comparison_configs(**LITE0, vae=comparisons.vae_params(2, 16, 64, 8), spade={"k": 3})
+    assert list(by_role) == list(comparisons.ROLES)
+    configs = list(by_role.values())
     assert [c.label for c in configs] == ["VAE (random-init R18)", "SPADE (Lite0)", "PaDiM-Lite0-Rd39",
                                           "PaDiM-Lite0-Rd54"]
     assert [c.published_row for c in configs] == ["VAE", "SPADE (WR50)", "PaDiM-R18-Rd100", "PaDiM-WR50-Rd550"]
@@ -38,20 +43,22 @@ def test_configs_have_one_role_each_named_after_what_runs():
     assert vae.method == "vae" and vae.backbone == "resnet18" and not vae.pretrained
     assert vae.params["aug_resize"] == round(64 * 292 / 256) and vae.params["epochs"] == 2
     assert configs[1].params["k"] == 3 and configs[2].reduce == "random:39"
-    paper = comparisons.comparison_configs()
+    paper = list(comparisons.comparison_configs().values())
     assert [c.label for c in paper][2:] == ["PaDiM-R18-Rd100", "PaDiM-WR50-Rd550"] and paper[0].label == "VAE"
     with pytest.raises(PadimError, match="both PaDiM models"):
         _configs(small_d=40, large_d=40)
 
 
 def test_comparability_names_every_stand_in(tmp_path):
-    configs = _configs(vae=comparisons.vae_params(2, 16, 64, 8))
-    ok, reasons = comparisons.comparison_comparability(tmp_path, ["carpet"], configs)
+    study = comparisons.baselines(tmp_path, ["carpet"], **LITE0, vae_epochs=2, vae_images_per_epoch=16,
+                                  vae_image_size=64, vae_batch_size=8)
+    ok, reasons = study.comparability()
     text = " | ".join(reasons)
     assert not ok
-    for part in ("1 of the 15 classes", "SPADE (Lite0) stands in for SPADE (WR50)", "random weights",
-                 "epochs=2", "PaDiM-Lite0-Rd54 stands in for PaDiM-WR50-Rd550"):
+    for part in (f"the data at {tmp_path} is not a complete MVTec AD", "SPADE (Lite0) stands in for SPADE-WR50",
+                 "random weights", "epochs=2", "PaDiM-Lite0-Rd54 stands in for PaDiM-WR50-Rd550"):
         assert part in text
+    assert set(study.model_reasons()) == {c.label for c in study.configs()}
 
 
 def _rows(values: dict[str, float], replicates: int = 10) -> pd.DataFrame:
@@ -71,7 +78,8 @@ def _rows(values: dict[str, float], replicates: int = 10) -> pd.DataFrame:
 
 
 def _run(rows):
-    return comparisons.ComparisonRun(comparisons.TABLE, _configs(), [], rows, "results", False, ["test"])
+    study = comparisons.baselines("unused", **LITE0)
+    return StudyRun(study, [], rows.assign(data_root="unused"), "results", False, ["test"])
 
 
 def test_run_addresses_rows_by_role_and_finds_every_published_figure():
@@ -92,19 +100,19 @@ def test_run_addresses_rows_by_role_and_finds_every_published_figure():
 
 
 def test_claims_of_the_comparison_hold_on_the_papers_figures_and_are_tested_on_rows():
-    chosen = comparisons.comparison_claims()
+    chosen = comparisons.baselines("unused", **LITE0).claims()
     assert {c["id"] for c in chosen} >= {"padim-wr50-beats-spade-pixel-auroc", "padim-r18-beats-vae-pro",
                                          "padim-wr50-beats-spade-image-auroc"}
     assert all("not a quote" in c["source"] for c in chosen)
     paper = claims.self_check(chosen)
     assert (paper["verdict"] == "holds").all()
     good = _run(_rows({"VAE": 0.7, "SPADE (WR50)": 0.9, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
-    rows = comparisons.claim_rows(good)
+    rows = good.claim_rows()
     assert set(rows.loc[rows["published_row"] == "SPADE", "label"]) == {"SPADE (Lite0)"}
     verdicts = claims.evaluate_claims(rows, chosen, comparable=False)
     assert (verdicts["verdict"] == "holds").all(), verdicts[["id", "verdict", "note"]]
     bad = _run(_rows({"VAE": 0.97, "SPADE (WR50)": 0.99, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
-    verdicts = claims.evaluate_claims(comparisons.claim_rows(bad), chosen, comparable=False)
+    verdicts = claims.evaluate_claims(bad.claim_rows(), chosen, comparable=False)
     assert (verdicts["verdict"] == "does not hold").all()
 
 
@@ -112,11 +120,11 @@ def test_pick_classes_keeps_the_first_of_each_kind(tmp_path):
     from conftest_book import make_tiny_data
 
     data = make_tiny_data(tmp_path / "data")  # brick (texture), washer (object)
-    assert comparisons.pick_classes(data, None, 1) == ["brick", "washer"]
-    assert comparisons.pick_classes(data, ["washer"], 1) == ["washer"]
-    assert comparisons.pick_classes(data, "all", None) is None
-    with pytest.raises(PadimError, match="per_kind=0"):
-        comparisons.pick_classes(data, None, 0)
+    assert per_kind(data, None, 1) == ["brick", "washer"]
+    assert per_kind(data, ["washer"], 1) == ["washer"]
+    assert per_kind(data, "all", None) is None
+    with pytest.raises(PadimError, match="classes_per_kind=0"):
+        per_kind(data, None, 0)
 
 
 def test_detector_artifacts_hook_returns_the_loss_history_or_nothing():
@@ -131,14 +139,14 @@ def test_detector_artifacts_hook_returns_the_loss_history_or_nothing():
 
 
 @pytest.mark.parametrize("profile", ["embedded", "paper"])
-def test_study_yaml_holds_the_chapters_configurations(profile):
+def test_study_yaml_holds_the_chapters_configurations(profile, tmp_path):
     """The sweep's study computes the very tasks the chapter reads (equal configuration keys)."""
     from pathlib import Path
 
     import yaml
 
     from padim_lib.engine.config import ExperimentConfig
-    from padim_lib.report import runner
+    from padim_lib.report import studies
 
     study = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / f"study-{profile}.yaml").read_text())
     keys = set()
@@ -148,15 +156,11 @@ def test_study_yaml_holds_the_chapters_configurations(profile):
         fields = {**study["base"], **entry}
         fields.pop("seeds", None)
         keys.add(ExperimentConfig.from_dict(fields).key())
-    p = runner.PROFILES[profile]
-    want = comparisons.comparison_configs(
-        small_backbone=p.get("small_backbone", "efficientnet_lite0"),
-        large_backbone=p.get("large_backbone", "efficientnet_lite0"),
-        spade_backbone=p.get("spade_backbone", "efficientnet_lite0"),
-        vae_pretrained=p.get("vae_pretrained", False),
-        vae=comparisons.vae_params(p.get("vae_epochs", 6), p.get("vae_images_per_epoch", 32),
-                                   p.get("vae_image_size", 96), 32 if profile == "paper" else 16),
-        spade={"k": 50, "n_gallery": p.get("spade_gallery", 5), "kappa": 1}, resize=256, crop=224,
-    )
+    from conftest_book import make_tiny_data
+
+    # the chapter's own parameters under the profile; only the data is a tiny stand-in (the classes
+    # are chosen from it): the keys do not depend on it
+    where = {"data_root": str(make_tiny_data(tmp_path / "data"))}
+    want = studies.chapter_study("baselines", studies.chapter_parameters("baselines", profile, where)).configs()
     missing = [c.label for c in want if c.key() not in keys]
     assert not missing, f"study-{profile}.yaml lacks {missing}"

@@ -312,3 +312,25 @@ def _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples) -> d
 
 
 # ----------------------------------------------------------------------------- the paper's tables
+
+
+def label_rows(rows: pd.DataFrame, configs: Sequence[ExperimentConfig]) -> pd.DataFrame:
+    """The rows of `configs`, labelled as those configs say.
+
+    One computation can serve two tables under two names (Table I's "PaDiM-R18" is Table II's
+    "all (448)"): the store keeps it once, under the first label it was run with. This selects
+    each config's rows by `config_key` (and seed) and sets its label and published_row, so a
+    chapter sees its own names. Configs without rows are skipped.
+    """
+    if rows.empty:
+        return rows
+    parts = []
+    for cfg in configs:
+        sel = rows[rows["config_key"] == cfg.key()]  # the key includes the seed where it matters
+        if len(sel):
+            parts.append(sel.assign(label=cfg.label, published_row=cfg.published_row))
+    if not parts:
+        return rows.iloc[0:0]
+    out = pd.concat(parts, ignore_index=True)
+    dup_cols = [c for c in ("data_root", "category", "label", "seed", "metric", "replicate") if c in out.columns]
+    return out.drop_duplicates(dup_cols).reset_index(drop=True)
