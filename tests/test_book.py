@@ -88,8 +88,10 @@ def test_overrides_reach_only_the_notebooks_that_declare_them():
     chapters = toc_chapters(REPO)
     values = dict(runner.PROFILES["embedded"], dims=[8, 16], crop=64)
     per = nbparams.notebook_parameters(chapters, values, explicit={"dims", "crop"})
-    assert per["table2_dimensionality"]["dims"] == [8, 16] and per["summary"]["dims"] == [8, 16]
-    assert "dims" not in per["table1_layers"] and "dims" not in per["intro"]
+    assert per["table2_dimensionality"]["dims"] == [8, 16]
+    # the summary declares no experiment parameter: it reads each chapter's from the run log
+    assert "dims" not in per["table1_layers"] and "dims" not in per["intro"] and "dims" not in per["summary"]
+    assert per["summary"]["profile"] == "embedded"
     assert per["table1_layers"]["crop"] == 64 and "crop" not in per["intro"]
     assert per["intro"]["profile"] == "embedded"
 
@@ -163,14 +165,12 @@ def test_comparability_names_every_difference_from_the_papers_setup(tmp_path):
     from conftest_book import make_tiny_data
 
     data = make_tiny_data(tmp_path / "data")
-    from padim_lib.datasets import Preprocess
-
-    ok, reasons = tables.comparability(data, "efficientnet_lite0", ["brick"], preprocess=Preprocess(128, 112),
-                                       max_train=5)
+    ok, reasons = tables.table1(data, ["brick"], backbone="efficientnet_lite0", resize=128, crop=112,
+                                max_train=5).comparability()
     assert not ok
     text = " | ".join(reasons)
-    for part in ("generated set, not MVTec AD", "1 of the 15 classes", "efficientnet_lite0", "128 / crop 112",
-                 "capped at 5"):
+    for part in ("generated set, not MVTec AD", "on efficientnet_lite0, not the paper's resnet18",
+                 "resized to 128, crop 112 (the paper: 256, crop 224)", "at most 5 training images"):
         assert part in text
     assert "not comparable" in report.comparability_note("embedded", ok, reasons)
 
@@ -345,15 +345,15 @@ def test_comparison_table_sets_reproduced_ci_published_and_difference_side_by_si
 
 
 def test_table_configs_name_the_run_and_keep_the_published_row():
-    t1 = tables.table_configs("Table I", backbone="efficientnet_lite0", resize=128, crop=112)
+    t1 = tables.table1_configs("efficientnet_lite0", resize=128, crop=112)
     assert [c.label for c in t1] == ["Layer 1", "Layer 2", "Layer 3", "Layer 1+2+3", "PaDiM-Lite0"]
     joint = next(c for c in t1 if tables.config_role("Table I", c) == "joint")
     assert joint.published_row == "PaDiM-R18" and all(c.preprocess.crop == 112 for c in t1)
-    t2 = tables.table_configs("Table II", backbone="efficientnet_lite0", dims=[40, 80], seeds=3)
+    t2 = tables.table2_configs("efficientnet_lite0", dims=[40, 80], seeds=3)
     rd = [c for c in t2 if (c.reduce or "").startswith("random")]
     assert len(rd) == 6 and sorted({c.seed for c in rd}) == [0, 1, 2]
     with pytest.raises(PadimError, match="Table III"):
-        tables.table_configs("Table III", backbone="resnet18")
+        tables.config_role("Table III", t1[0])
 
 
 def test_patch_vectors_and_embedding_match_a_hand_aligned_concatenation():

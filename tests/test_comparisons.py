@@ -146,7 +146,7 @@ def test_study_yaml_holds_the_chapters_configurations(profile, tmp_path):
     import yaml
 
     from padim_lib.engine.config import ExperimentConfig
-    from padim_lib.report import studies
+    from padim_lib.report import chapter_studies as studies
 
     study = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / f"study-{profile}.yaml").read_text())
     keys = set()

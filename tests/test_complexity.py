@@ -45,9 +45,13 @@ def test_padim_memory_formula_equals_the_fitted_models_tensors():
     from padim_lib.methods.registry import build_detector
 
     det = build_detector(config, device="cpu").set_params(progress=False).fit(complexity.random_images(3, 64))
-    positions = complexity.grid_positions(det)
-    assert positions == 16 * 16  # Lite0's first default layer has stride 4
+    positions, d = det.gaussian_shape()
+    assert positions == 16 * 16 and d == 8  # Lite0's first default layer has stride 4
     assert complexity.state_bytes(det) == complexity.padim_bytes(positions, 8)
+    terms = det.memory_terms()  # what the paper counts: the CNN, and the Gaussians
+    assert terms["statistics"] == complexity.padim_bytes(positions, 8)
+    assert terms["network"] == sum(t.numel() * 4 for t in det._extractor().parameters()) + sum(
+        t.numel() * t.element_size() for t in det._extractor().buffers())
     assert complexity.padim_bytes(3136, 550) == pytest.approx(3.8e9, rel=0.01)  # the paper's 3.8 GB for WR50-Rd550
 
 

@@ -292,3 +292,40 @@ def test_bad_training_images(images):
         tiny().fit(torch.full((2, 3, 72, 72), float("nan")))
     with pytest.raises(PadimError, match="expected images of shape"):
         tiny().fit(torch.randn(2, 72, 72))
+
+
+class _Stop(Exception):
+    """Raised by the recording fit: the inputs are what the test is about, not the training."""
+
+
+def test_the_cli_and_the_book_fit_the_vae_on_identical_inputs(tmp_path, monkeypatch):
+    """`padim fit --method vae` and a study task (the book's and the sweep's path) hand VAE.fit the
+    same images: the training split opened with `training_preprocess`, not the test's preprocessing."""
+    from padim_lib.cli import main
+    from padim_lib.datasets import make_synthetic
+    from padim_lib.engine.config import ExperimentConfig
+    from padim_lib.engine.task import Task, run_task
+
+    data = make_synthetic(tmp_path / "syn", seed=0, n_train=3, n_test_good=1, n_test_defect=1, size=64,
+                          categories=["washer"])
+    seen: list[dict] = []
+
+    def record(self, X, y=None):
+        seen.append({"paths": list(X.paths), "first": X[0]["image"].clone(), "pre": self.training_preprocess(
+            Preprocess(resize=72, crop=64))})
+        raise _Stop
+
+    monkeypatch.setattr(VAE, "fit", record)
+    params = {"epochs": 1, "images_per_epoch": 4, "image_size": 64, "batch_size": 2}
+    assert main(["fit", "--data", str(data), "--category", "washer", "--device", "cpu", "--method", "vae",
+              "--backbone", "resnet18", "--no-pretrained", "--resize", "72", "--crop", "64",
+              *[a for k, v in params.items() for a in ("--param", f"{k}={v}")], "--out", str(tmp_path / "m.pt")]) != 0
+    assert not (tmp_path / "m.pt").exists()
+    config = ExperimentConfig(method="vae", backbone="resnet18", pretrained=False, resize=72, crop=64, params=params)
+    with pytest.raises(_Stop):
+        run_task(Task(str(data), "washer", config), tmp_path / "cache", device="cpu", bootstrap=0)
+    cli, book = seen
+    assert cli["paths"] == book["paths"] and len(cli["paths"]) == 3
+    assert torch.equal(cli["first"], book["first"])
+    # whole images at the augmentation's first size, not the 64-px centre crop the test images get
+    assert tuple(cli["first"].shape[-2:]) == (book["pre"].resize,) * 2 != (64, 64)

@@ -215,8 +215,28 @@ class FeatureDetector(Detector):
 
     def backbone_bytes(self) -> int:
         """Bytes of the frozen backbone's parameters and buffers (the layers the model reads)."""
-        module = self._extractor()
-        return int(sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())))
+        return tensor_bytes(self._extractor())
+
+    def fitted_statistics(self) -> list[Any]:
+        """The tensors the fit learnt (e.g. PaDiM's Gaussians); a subclass names them."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its fitted statistics")
+
+    def memory_terms(self) -> dict[str, int]:
+        """Bytes by part: "network" (the frozen CNN) and "statistics" (what the fit learnt)."""
+        self._check_fitted()
+        return {"network": self.backbone_bytes(), "statistics": tensor_bytes(self.fitted_statistics())}
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in `value`: a tensor, a module (parameters and buffers), or a list of them."""
+    import torch
+    from torch import nn
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, nn.Module):
+        return sum(tensor_bytes(t) for t in (*value.parameters(), *value.buffers()))
+    return sum(tensor_bytes(v) for v in value)
 
 
 class ImageDetector(Detector):

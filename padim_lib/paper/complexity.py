@@ -187,13 +187,8 @@ def _measure(config: ExperimentConfig, *, n_train: int, n_test: int, image_size:
         "fit_s": fit_t.median, "fit_s_min": fit_t.min, "fit_s_max": fit_t.max,
         "predict_s": pred_t.median / n_test, "predict_s_min": pred_t.min / n_test,
         "predict_s_max": pred_t.max / n_test, "memory_bytes": state_bytes(det), "repeats": repeats,
-        "device": device,
+        "device": device, **{f"{term}_bytes": n for term, n in det.memory_terms().items()},
     }, det
-
-
-def grid_positions(detector: Any) -> int:
-    """Patch positions of a fitted PaDiM (the first layer's grid, where the others are aligned)."""
-    return int(sum(m.mean.shape[0] for m in detector.model_))
 
 
 def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_train: int, n_test: int,
@@ -204,8 +199,11 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
     `padim_bytes(positions, d)` in MB (the theory the measurement is set against)."""
     if factor not in ("d", "n_train", "image_size"):
         raise PadimError(f"factor={factor!r}; expected 'd', 'n_train' or 'image_size'")
-    if config.method != "padim":
-        raise PadimError(f"scaling: config.method={config.method!r}; the theory is PaDiM's (method 'padim')")
+    from padim_lib.methods.registry import get_method
+
+    if not hasattr(get_method(config.method).detector_class(), "gaussian_shape"):
+        raise PadimError(f"scaling: method {config.method!r} fits no Gaussians per position; the memory law "
+                         "set against the measurement is PaDiM's")
     rows = []
     for v in values:
         v = int(v)
@@ -218,9 +216,8 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
             size = v
         out, probe = _measure(cfg, n_train=n, n_test=n_test, image_size=size, device=device, warmup=warmup,
                               repeats=repeats, images=images)
-        positions = grid_positions(probe)
-        kind, d = parse_reduce(cfg.reduce)
-        d = d if d is not None else int(probe.model_[0].mean.shape[1])
+        positions, d = probe.gaussian_shape()
+        kind, _ = parse_reduce(cfg.reduce)
         rows.append({factor: v, "n_train": n, "image_size": size, "d": d, "positions": positions, **out,
                      "memory_mb": out["memory_bytes"] / 1e6,
                      "expected_mb": padim_bytes(positions, d, reduced=kind is not None) / 1e6})

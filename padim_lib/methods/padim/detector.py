@@ -288,6 +288,14 @@ class PaDiM(FeatureDetector):
         out = torch.cat(maps)
         return out.numpy(), image_scores(out).numpy()
 
+    def fitted_statistics(self) -> list[Any]:
+        return [t for m in self.model_ for t in m.buffers() if t is not None]
+
+    def gaussian_shape(self) -> tuple[int, int]:
+        """(patch positions, d) of the fitted Gaussians: the terms of PaDiM's memory law."""
+        self._check_fitted()
+        return int(sum(m.mean.shape[0] for m in self.model_)), int(self.model_[0].mean.shape[1])
+
     # ----------------------------------------------------------------- save / load
     def _metadata(self) -> dict:
         params = self.get_params()
