@@ -141,6 +141,34 @@ def device_description(device: str = "auto") -> str:
     return f"cpu: {_cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
+def machine_description(device: str = "auto") -> str:
+    """The hardware a run used: 'CPU model, N cores, M GiB RAM', plus '; GPU name' when `device`
+    ("auto", "cpu", "cuda", "cuda:N") resolves to a GPU. Imports torch only for "auto" and CUDA."""
+    parts = [_cpu_model(), f"{os.cpu_count()} cores"]
+    memory = _memory_gib()
+    if memory is not None:
+        parts.append(f"{memory:.0f} GiB RAM")
+    text = ", ".join(parts)
+    if device != "cpu":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                resolved = "cuda" if device == "auto" else str(device)
+                if resolved.startswith("cuda"):
+                    text += f"; GPU {torch.cuda.get_device_name(torch.device(resolved))}"
+        except Exception:  # noqa: BLE001 - a description never stops a run
+            pass
+    return text
+
+
+def _memory_gib() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that tells
+        return None
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

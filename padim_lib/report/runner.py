@@ -45,6 +45,7 @@ from padim_lib.report.nbparams import (  # noqa: F401  (the runner's parameter A
     notebook_parameters,
     parse_cli_params,
 )
+from padim_lib.report.provenance import machine_description
 
 KERNEL_NAME = "padim-book"
 
@@ -147,10 +148,11 @@ def build_book(
     root = project_root(root)
     chapters = toc_chapters(root)
     selected = select_chapters(chapters, only)
-    # The introduction lists when and how every chapter ran (padim_lib.report.runlog): it runs after the
-    # others, and again whenever any chapter is re-run alone.
-    intro = chapters[0]
-    selected = [c for c in selected if c is not intro] + ([intro] if selected else [])
+    # The introduction lists when and how every chapter ran, the execution statistics page how long each
+    # took and on what (padim_lib.report.runlog): they run after the others, in that order, and again
+    # whenever any chapter is re-run alone.
+    reporting = [chapters[0]] + [c for c in chapters[1:] if c.stem == runlog.STATISTICS_PAGE]
+    selected = [c for c in selected if c not in reporting] + (reporting if selected else [])
     name, values = resolve_profile(profile, root, params, log=log)
     per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
     check_params(values, selected)
@@ -160,13 +162,19 @@ def build_book(
         prepare_data(name, data_root, root, log=log)
     for stc_root in dict.fromkeys(p["stc_root"] for p in per_notebook.values() if "stc_root" in p):
         prepare_stc(name, stc_root, root, log=log)
+    hardware: dict[str, str] = {}  # device parameter -> machine_description (probed once per value)
     with private_kernel() as kernel:
         for i, chapter in enumerate(selected, 1):
             log(f"[{i}/{len(selected)}] {chapter.stem}: running (elapsed {_fmt_s(time.perf_counter() - t0)})")
             t1 = time.perf_counter()
             run_notebook(chapter, per_notebook[chapter.stem], root=root, kernel=kernel, stream=stream_output)
-            runlog.record(root, chapter.stem, name, per_notebook[chapter.stem])
-            log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(time.perf_counter() - t1)}")
+            seconds = time.perf_counter() - t1
+            device = str(per_notebook[chapter.stem].get("device", "auto"))
+            if device not in hardware:
+                hardware[device] = machine_description(device)
+            runlog.record(root, chapter.stem, name, per_notebook[chapter.stem], seconds=seconds,
+                          hardware=hardware[device])
+            log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(seconds)}")
     for chapter in chapters:
         if not chapter.executed.exists():
             write_placeholder(chapter)
