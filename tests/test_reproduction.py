@@ -24,7 +24,7 @@ def test_setup_differences_list_each_reason_once_with_the_parts_it_applies_to():
     runs = [
         _run("Table I", [generated, "backbone efficientnet_lite0, not ResNet18"]),
         _run("Table II", [generated, "backbone efficientnet_lite0, not ResNet18"]),
-        SimpleNamespace(study=_run("Non-aligned", [generated, "2 versions, not 5"])),  # NonAlignedRun's shape
+        _run("Non-aligned", [generated, "2 versions, not 5"]),
         _run("STC", []),
     ]
     diffs = reproduction.setup_differences(runs)
@@ -39,8 +39,9 @@ def test_setup_differences_list_each_reason_once_with_the_parts_it_applies_to():
     scope = reproduction.scope_sentence(runs)
     assert scope.startswith("The figures of this run do not come from the paper's set-up: 3 of its 4 parts "
                             "(Table I, Table II, non-aligned MVTec AD) differ from it in 3 ways")
-    values = reproduction.report_values(runs, device="cpu")
+    values = reproduction.report_values(runs, profile="embedded", device="cpu")
     assert (values["rr_n_parts"], values["rr_n_comparable"], values["rr_n_differences"]) == (4, 1, 3)
+    assert values["rr_profile"] == "embedded" and values["rr_scope"] == scope
 
 
 def test_a_run_on_the_papers_setup_says_so():

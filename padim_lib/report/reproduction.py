@@ -1,9 +1,9 @@
 """The summary's reproducibility report: what this run reproduced and what in it differs from the
 paper's set-up, computed from the runs themselves.
 
-Every study run (`tables.TableRun`, `baselines.ComparisonRun`, `study.StudyRun`, and
-`nonaligned.NonAlignedRun` through its `study`) carries the published table it is set against
-(`table`), whether its set-up is the paper's (`comparable`) and each reason it is not (`reasons`).
+Every study run (`paper.run.StudyRun`: what each chapter computes, and what the summary rebuilds
+with `report.chapter_studies`) carries the published table it is set against (`table`), whether its
+set-up is the paper's (`comparable`) and each reason it is not (`reasons`).
 `setup_differences` gathers those reasons, one row per distinct difference with the parts it applies
 to; `report_values` gives the few sentences and counts the report pastes in (myst-nb glue).
 """
@@ -28,14 +28,9 @@ PART_NAMES = {
 }
 
 
-def _study(run: Any) -> Any:
-    """The object holding `table`, `comparable` and `reasons` (a NonAlignedRun keeps them on `.study`)."""
-    return getattr(run, "study", run)
-
-
 def part_name(run: Any) -> str:
     """The report's name for a run's part of the study (its published table's name if unknown)."""
-    table = str(_study(run).table)
+    table = str(run.table)
     return PART_NAMES.get(table, table)
 
 
@@ -44,7 +39,7 @@ def setup_differences(runs: Sequence[Any]) -> pd.DataFrame:
     parts it applies to. Columns: difference, parts (a list of part names)."""
     found: dict[str, list[str]] = {}
     for run in runs:
-        for reason in _study(run).reasons:
+        for reason in run.reasons:
             parts = found.setdefault(str(reason), [])
             if part_name(run) not in parts:
                 parts.append(part_name(run))
@@ -61,7 +56,7 @@ def differences_markdown(runs: Sequence[Any]) -> str:
 
 def scope_sentence(runs: Sequence[Any]) -> str:
     """Whether this run's figures come from the paper's set-up, in plain words."""
-    differing = [part_name(r) for r in runs if not _study(r).comparable]
+    differing = [part_name(r) for r in runs if not r.comparable]
     if not differing:
         return ("Every part of this run used the paper's set-up (its data, networks and preprocessing), "
                 "so its figures can be set against the published ones.")
@@ -87,16 +82,18 @@ def published_sources() -> dict[str, Any]:
     }
 
 
-def report_values(runs: Sequence[Any], *, device: str = "auto") -> dict[str, str | int]:
-    """The values the reproducibility report pastes: the scope sentence, the number of parts and of those
-    on the paper's set-up, the number of differences, the published figures by source, the hardware."""
+def report_values(runs: Sequence[Any], *, profile: str, device: str = "auto") -> dict[str, str | int]:
+    """The values the reproducibility report pastes: the profile, the scope sentence, the number of parts
+    and of those on the paper's set-up, the number of differences, the published figures by source, the
+    hardware `device` names on this machine."""
     from padim_lib.report.provenance import machine_description
 
     sources = published_sources()
     return {
+        "rr_profile": profile,
         "rr_scope": scope_sentence(runs),
         "rr_n_parts": len(runs),
-        "rr_n_comparable": sum(bool(_study(r).comparable) for r in runs),
+        "rr_n_comparable": sum(bool(r.comparable) for r in runs),
         "rr_n_differences": len(setup_differences(runs)),
         "rr_n_published": sources["excerpt"] + sources["transcribed"],
         "rr_n_transcribed": sources["transcribed"],
