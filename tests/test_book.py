@@ -5,6 +5,7 @@ The chapters run once per session with tiny parameters (`built_book`, tests/conf
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -296,10 +297,16 @@ def test_html_has_every_toc_page(built_book):
 # ----------------------------------------------------------------------------- a book readers can cite
 
 
-def _article(path: Path):
+@functools.cache
+def _soup(path: Path):
+    """A built page, parsed once per session (the tests below read the same pages)."""
     from bs4 import BeautifulSoup  # ships with the book's theme (pydata-sphinx-theme requires it)
 
-    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser").find("article")
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+def _article(path: Path):
+    return _soup(path).find("article")
 
 
 @pytest.mark.slow
@@ -352,14 +359,12 @@ def test_every_chapter_cites_and_the_bibliography_holds_every_cited_entry(built_
 
 @pytest.mark.slow
 def test_every_page_can_be_downloaded_and_offers_no_launch_without_a_repository(built_book):
-    from bs4 import BeautifulSoup
-
     from padim_lib.report.chapters import toc_files
 
     html = built_book.root / "_build" / "html"
     for entry in toc_files(built_book.root):
         page = html / f"{entry}.html"
-        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        soup = _soup(page)
         source = soup.select_one("a.btn-download-source-button")
         assert source is not None and soup.select_one(".btn-download-pdf-button") is not None, entry
         assert (page.parent / source["href"]).resolve().is_file(), f"{entry}: {source['href']}"
