@@ -364,3 +364,18 @@ def test_real_run_task_in_process(tmp_path):
     again = sweep.run(tasks, tmp_path / "res", device="cpu", bootstrap=4, progress=False)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing recomputed
     pd.testing.assert_frame_equal(again, rows)
+
+
+def test_auto_workers_follow_padim_workers_else_the_cores(monkeypatch):
+    import os
+
+    from padim_lib.engine.local_pool import WORKERS_ENV, default_workers
+
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert default_workers() == 3
+    monkeypatch.delenv(WORKERS_ENV)
+    assert default_workers() == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(PadimError, match=rf"\$PADIM_WORKERS='{bad}'; expected a positive number"):
+            default_workers()
