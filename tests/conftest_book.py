@@ -107,5 +107,7 @@ def built_book(tmp_path_factory) -> BuiltBook:
     data = make_tiny_data(root / "data" / "tiny")
     params = tiny_parameters(data, root / "results", make_tiny_stc(root / "data" / "tiny_stc"))
     log: list[str] = []
-    index = build_book("embedded", params=params, root=root, log=log.append, stream_output=False, strict=True)
+    # two chapters at once (2 cores): a kernel's start and imports leave a core idle
+    index = build_book("embedded", params=params, root=root, log=log.append, stream_output=False, strict=True,
+                       jobs=2)
     return BuiltBook(root, index, params, log)

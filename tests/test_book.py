@@ -116,6 +116,55 @@ def test_cli_reports_bad_overrides_and_unknown_chapters(capsys):
     assert "unknown notebook(s) ['table3']" in capsys.readouterr().err
 
 
+def _fake_chapters(stems):
+    from padim_lib.report.chapters import Chapter
+
+    return [Chapter(s, Path(f"{s}.ipynb"), Path(f"_executed/{s}.ipynb")) for s in stems]
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_chapters_run_at_once_up_to_jobs_and_the_readers_wait_for_the_others(jobs):
+    import threading
+    import time
+
+    stems = ["a", "b", "c", "d", "summary", "intro"]
+    lock, now, peak, events = threading.Lock(), [0], [0], []
+
+    def run(i, chapter):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+            events.append(("start", chapter.stem, i))
+        time.sleep(0.05 * (1 + (chapter.stem == "a")))  # a is the slowest
+        with lock:
+            now[0] -= 1
+            events.append(("end", chapter.stem, i))
+
+    runner.run_chapters(_fake_chapters(stems), run, jobs=jobs, waits_for_earlier={"summary", "intro"})
+    assert peak[0] == min(jobs, 4)  # a..d overlap up to `jobs`; summary and intro run alone
+    # every chapter ran once, numbered by its place in the list
+    assert sorted(e[1:] for e in events if e[0] == "start") == sorted((s, i) for i, s in enumerate(stems, 1))
+    for reader in ("summary", "intro"):
+        start = events.index(("start", reader, stems.index(reader) + 1))
+        ended = {e[1] for e in events[:start] if e[0] == "end"}
+        assert ended >= set(stems[:stems.index(reader)]), (reader, events)
+
+
+def test_a_failing_chapter_stops_new_starts_and_is_raised():
+    started = []
+
+    def run(i, chapter):
+        started.append(chapter.stem)
+        if chapter.stem == "b":
+            raise PadimError("notebook b failed")
+
+    with pytest.raises(PadimError, match="notebook b failed"):
+        runner.run_chapters(_fake_chapters(["a", "b", "c", "summary"]), run, jobs=2, waits_for_earlier={"summary"})
+    assert "summary" not in started
+    with pytest.raises(PadimError, match="jobs=0"):
+        runner.build_book("embedded", root=REPO, jobs=0)
+
+
 @pytest.fixture
 def fake_paper_inputs(tmp_path, monkeypatch):
     """A project root whose data/mvtec passes the split check (patched) and a torch hub cache holding

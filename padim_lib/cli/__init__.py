@@ -54,7 +54,7 @@ def cmd_book(args: argparse.Namespace) -> int:
         print(runner.list_params(args.list_params or None))
         return 0
     params = runner.load_params(args.param, yaml_text=args.parameters_yaml, yaml_file=args.parameters_file)
-    runner.build_book(profile=args.profile, params=params, only=args.only)
+    runner.build_book(profile=args.profile, params=params, only=args.only, jobs=args.jobs)
     return 0
 
 
@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-y", "--parameters-yaml", default=None, metavar="YAML", help="parameters as a YAML mapping")
     p.add_argument("-f", "--parameters-file", default=None, metavar="FILE", help="parameters from a YAML file")
     p.add_argument("--only", nargs="+", default=None, help="run only these notebooks (stems)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="chapters run at once, each in its own kernel (the summary and the introduction "
+                        "still wait for the chapters before them)")
     p.add_argument("--list-params", nargs="?", const="", default=None, metavar="CHAPTER",
                    help="print each chapter's (or CHAPTER's) parameters, types, defaults and comments; run nothing")
     p.set_defaults(func=cmd_book)

@@ -10,7 +10,10 @@ other parameters: re-run the whole book (no `--only`) before publishing it.
 
 Notebooks run in a kernel of this very interpreter (`private_kernel`: a temporary kernelspec for
 `sys.executable`, first on JUPYTER_PATH), with the project root as working directory; the kernel's
-stdout and stderr (the sweep's progress) are streamed to the terminal.
+stdout and stderr (the sweep's progress) are streamed to the terminal. `jobs` > 1 runs that many
+chapters at once (one kernel each; a kernel's start and imports cost seconds of one core): the
+chapters that read the others' results (`READS_OTHER_CHAPTERS`, the introduction and the execution statistics) wait for
+every chapter before them, so they find the others' results in the cache instead of computing them.
 
 Profiles give every notebook parameter a value (`PROFILES`); overrides (`-p`, `-y`, `-f`, parsed
 and checked by padim_lib.report.nbparams) apply on top, and only to the notebooks that declare that
@@ -27,8 +30,10 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,10 @@ from padim_lib.report.nbparams import (  # noqa: F401  (the runner's parameter A
 from padim_lib.report.provenance import machine_description
 
 KERNEL_NAME = "padim-book"
+# Chapters that load other chapters' studies and find their results in the cache; with jobs > 1 they
+# start only once every chapter before them in the toc has finished (the introduction, which lists
+# how every chapter ran, always runs last).
+READS_OTHER_CHAPTERS = ("summary",)
 
 # Table II's dimensions for EfficientNet-Lite0 keep the paper's ratios: 100/448 and 200/448 of
 # Lite0's 176-d embedding (24 + 40 + 112 channels) are 39 and 79, rounded to 40 and 80. The
@@ -135,6 +144,7 @@ def build_book(
     log: Callable[[str], None] | None = None,
     stream_output: bool = True,
     strict: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Execute the chapters (all, or the stems in `only`) in `_toc.yml` order and build the HTML.
 
@@ -143,7 +153,10 @@ def build_book(
     Returns the path of `_build/html/index.html` (or of the executed-notebook folder when
     `html=False`). Raises PadimError naming the notebook and the failing cell's exception.
     `strict`: a Sphinx warning (e.g. a missing glue value) fails the build (tests use it).
+    `jobs`: chapters run at once (each in its own kernel; see the module docstring for the order).
     """
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise PadimError(f"jobs={jobs!r}; expected a positive number of chapters run at once")
     log = log or _print
     root = project_root(root)
     chapters = toc_chapters(root)
@@ -164,17 +177,21 @@ def build_book(
         prepare_stc(name, stc_root, root, log=log)
     hardware: dict[str, str] = {}  # device parameter -> machine_description (probed once per value)
     with private_kernel() as kernel:
-        for i, chapter in enumerate(selected, 1):
+        def run(i: int, chapter: Chapter) -> None:
             log(f"[{i}/{len(selected)}] {chapter.stem}: running (elapsed {_fmt_s(time.perf_counter() - t0)})")
             t1 = time.perf_counter()
             run_notebook(chapter, per_notebook[chapter.stem], root=root, kernel=kernel, stream=stream_output)
             seconds = time.perf_counter() - t1
             device = str(per_notebook[chapter.stem].get("device", "auto"))
-            if device not in hardware:
-                hardware[device] = machine_description(device)
-            runlog.record(root, chapter.stem, name, per_notebook[chapter.stem], seconds=seconds,
-                          hardware=hardware[device])
+            with _RECORD_LOCK:  # runs.json is read, updated and replaced: one chapter at a time
+                if device not in hardware:
+                    hardware[device] = machine_description(device)
+                runlog.record(root, chapter.stem, name, per_notebook[chapter.stem], seconds=seconds,
+                              hardware=hardware[device])
             log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(seconds)}")
+
+        late = {c.stem for c in selected if c in reporting or c.stem in READS_OTHER_CHAPTERS}
+        run_chapters(selected, run, jobs=jobs, waits_for_earlier=late)
     for chapter in chapters:
         if not chapter.executed.exists():
             write_placeholder(chapter)
@@ -289,6 +306,40 @@ def private_kernel() -> Iterator[str]:
                 os.environ.pop("JUPYTER_PATH", None)
             else:
                 os.environ["JUPYTER_PATH"] = old
+
+
+_RECORD_LOCK = threading.Lock()
+
+
+def run_chapters(chapters: Sequence[Chapter], run: Callable[[int, Chapter], None], *, jobs: int = 1,
+                 waits_for_earlier: set[str] = frozenset()) -> None:
+    """Call `run(i, chapter)` (i counts from 1, in `chapters`' order) for every chapter, up to `jobs`
+    at once, each in its own thread (a chapter's work is in its kernel, another process). A chapter
+    in `waits_for_earlier` starts only when every chapter before it has finished. The first failure
+    stops new starts; the chapters already running finish, then it is raised."""
+    if jobs == 1:
+        for i, chapter in enumerate(chapters, 1):
+            run(i, chapter)
+        return
+    pending = list(enumerate(chapters, 1))
+    running: dict[Future, int] = {}
+    finished: set[int] = set()
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="chapter") as pool:
+        while (pending and error is None) or running:
+            while pending and error is None and len(running) < jobs:
+                i, chapter = pending[0]
+                if chapter.stem in waits_for_earlier and not all(j in finished for j in range(1, i)):
+                    break  # in order: nothing after a waiting chapter starts before it
+                pending.pop(0)
+                running[pool.submit(run, i, chapter)] = i
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished.add(running.pop(future))
+                if future.exception() is not None and error is None:
+                    error = future.exception()
+    if error is not None:
+        raise error
 
 
 def run_notebook(
