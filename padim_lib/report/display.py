@@ -322,5 +322,4 @@ def threshold_table(held: Any, rates: Mapping[str, float | None]) -> pd.DataFram
         level: {"threshold": f"{value:.2f}", "test FPR": pct(rates[f"{level}_fpr"]), "test TPR": pct(rates[f"{level}_tpr"])}
         for level, value in (("image", held.image_threshold), ("pixel", held.pixel_threshold))
     }
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    return table
+    return pd.DataFrame.from_dict(rows, orient="index")
