@@ -2,10 +2,11 @@
 
 `to_onnx(detector)` asks the detector for its export module (`Detector.export_module`; a method
 that cannot export says so) and traces it with torch's TorchScript-based exporter, which needs only
-the `onnx` package (the torch.export-based one would also need onnxscript and takes ~10x longer).
+the `onnx` package (the torch.export-based one also needs onnxscript, and took ~7x longer on a
+small module here).
 The graph's input "images" (N, 3, H, W) float32 is preprocessed as for fitting; its outputs are
 "maps" (N, H, W) and "scores" (N,); N is free. The graph's metadata records the method, the input
-size, the preprocessing (from the model's `meta`) and the library's version.
+size, the preprocessing (from the model's `meta`), the normalisation and the library's version.
 The graph is built in memory (`OnnxGraph`); `OnnxGraph.write(path)` then writes it atomically.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from padim_lib.datasets.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from padim_lib.errors import PadimError
 from padim_lib.io.atomic import atomic_write, open_output
 
@@ -87,7 +89,9 @@ def to_onnx(detector: Any, *, opset: int = OPSET) -> OnnxGraph:
         "method": method,
         "input": json.dumps({"name": "images", "shape": ["N", 3, h, w], "dtype": "float32"}),
         "outputs": json.dumps({"maps": ["N", h, w], "scores": ["N"]}),
+        # resize, crop, normalize as fitted (null for a model fitted in a session without that record)
         "preprocess": json.dumps(meta.get("preprocess")),
+        "normalize": json.dumps({"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "scale": "RGB in [0, 1]"}),
         "category": str(meta.get("category", "")),
         "padim_lib": __version__,
     })
