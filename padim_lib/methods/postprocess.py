@@ -105,9 +105,9 @@ def _apply_axis_operators(
     x: torch.Tensor, size: tuple[int, int], sigma: float, truncate: float
 ) -> torch.Tensor:
     """A_h @ x @ A_w^T for x (B, h, w) -> (B, H, W), with each axis's `_axis_operator`."""
-    a_h, a_w = map_operators(tuple(x.shape[1:]), size, sigma, truncate)
-    a_h = a_h.to(x.device, x.dtype)
-    a_w = a_h if a_w is a_h else a_w.to(x.device, x.dtype)
+    rows, cols = map_operators(tuple(x.shape[1:]), size, sigma, truncate)
+    a_h = rows.to(x.device, x.dtype)
+    a_w = a_h if cols is rows else cols.to(x.device, x.dtype)
     return a_h @ x @ a_w.T
 
 
