@@ -309,3 +309,17 @@ def patch_vectors(features: Mapping[str, torch.Tensor], position: tuple[int, int
         for s in range(0, n, batch_size)
     ]
     return np.concatenate(out)
+
+
+def threshold_table(held: Any, rates: Mapping[str, float | None]) -> pd.DataFrame:
+    """The thresholds of a `padim_lib.engine.threshold.HoldoutThreshold` and the false- and true-positive
+    rates they give on a test set (`HoldoutThreshold.test_rates`), one row for images, one for pixels."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    rows = {
+        level: {"threshold": f"{value:.2f}", "test FPR": pct(rates[f"{level}_fpr"]), "test TPR": pct(rates[f"{level}_tpr"])}
+        for level, value in (("image", held.image_threshold), ("pixel", held.pixel_threshold))
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
