@@ -199,3 +199,38 @@ def test_study_yaml_holds_the_chapters_configurations(profile, tmp_path):
     want = studies.chapter_study("baselines", studies.chapter_parameters("baselines", profile, where)).configs()
     missing = [c.label for c in want if c.key() not in keys]
     assert not missing, f"study-{profile}.yaml lacks {missing}"
+
+
+def test_chapter_verdicts_test_every_claim_on_every_run_that_can():
+    """The summary's verdicts: each claim on every chapter's run that has its configurations (the image
+    AUROC comparison on the baselines' and on the detection chapter's), a claim no run can test once."""
+    from padim_lib.paper import detection
+    from padim_lib.paper.run import chapter_verdicts
+    from padim_lib.report import display as report
+
+    base = _run(_rows({"VAE": 0.7, "SPADE (WR50)": 0.9, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
+    det_study = detection.detection("unused", det_rd_backbone="efficientnet_lite0", det_rd=54,
+                                    det_effnet_backbones=["efficientnet_lite0"], det_effnet_literal_layers=None,
+                                    det_spade_backbone="efficientnet_lite0")
+    labels = {c.published_row: c.label for c in det_study.configs()}
+    det_rows = _rows({"SPADE (WR50)": 0.8, "PaDiM-WR50-Rd550": 0.9}).query("metric == 'image_auroc'")
+    det_rows = det_rows.assign(published_row=det_rows["published_row"].replace({"SPADE (WR50)": "SPADE"}))
+    det_rows = det_rows.assign(label=det_rows["published_row"].map(labels), data_root="unused")
+    det = StudyRun(det_study, [], det_rows, "results", False, ["test"])
+    out = chapter_verdicts({"baselines": base, "detection": det})
+    every = claims.load_claims()
+    assert set(out["id"]) == {c["id"] for c in every}
+    image = out[out["id"] == "padim-wr50-beats-spade-image-auroc"].set_index("chapter")
+    assert list(image.index) == ["baselines", "detection"]
+    assert (image["verdict"] == "not comparable").all()  # stand-ins on data that is not MVTec AD
+    assert "PaDiM-Lite0-Rd54 stands in for PaDiM-WR50-Rd550" in image.loc["detection", "note"]
+    assert "SPADE-Lite0 stands in for SPADE-WR50" in image.loc["detection", "note"]
+    untested = out[out["chapter"] == ""]
+    assert set(untested["table"]) == {"Table I", "Table II"} and (untested["verdict"] == "not tested").all()
+    assert len(out) == len(every) + 1
+    html = report.claims_table(out).to_html()  # one row per (claim, chapter): the ids stay unique
+    assert "chapter detection" in html and "PaDiM-Lite0-Rd54 - SPADE-Lite0" in html
+    note = report.runs_note({"baselines": base, "detection": det})
+    assert note.startswith(":::{warning}") and "- **detection**: test" in note
+    base.comparable = det.comparable = True
+    assert report.runs_note({"baselines": base, "detection": det}).startswith(":::{note}")

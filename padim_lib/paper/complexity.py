@@ -351,12 +351,14 @@ def memory_law() -> pd.DataFrame:
 # ----------------------------------------------------------------------------- operation counts
 
 
-def forward_flops(backbone: str, layers: Sequence[str] | None = None, image_size: int = 224) -> dict[str, Any]:
+def forward_flops(backbone: str, layers: Sequence[str] | None = None, image_size: int = 224, *,
+                  pixel_layers: Sequence[str] | None = None) -> dict[str, Any]:
     """Floating-point operations of one image's forward pass through `backbone` up to `layers`
-    (None: its default layers), as PaDiM and SPADE run it, counted by torch.utils.flop_counter
-    (2 per multiply-add of the convolutions and matrix products; element-wise operations not
-    counted). Returns flops, macs (= flops / 2), and what SPADE's pixel search works on: positions
-    (the first layer's grid) and d (the channels of the layers, concatenated)."""
+    (None: its default layers; SPADE's also hold its global layer: `Detector.feature_layers()`),
+    counted by torch.utils.flop_counter (2 per multiply-add of the convolutions and matrix products;
+    element-wise operations not counted). Returns flops, macs (= flops / 2), and what a pixel search
+    works on: positions (the first of `pixel_layers`' grid) and d (their channels, concatenated;
+    `pixel_layers` None: `layers`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from padim_lib.features.extractor import FeatureExtractor
@@ -365,10 +367,10 @@ def forward_flops(backbone: str, layers: Sequence[str] | None = None, image_size
         ext = FeatureExtractor(backbone, layers, pretrained=False)
         with FlopCounterMode(display=False) as counter:
             maps = ext(torch.zeros(1, 3, int(image_size), int(image_size)))
-    first = next(iter(maps.values()))
+    pixel = [maps[layer] for layer in (pixel_layers or maps)]
     flops = int(counter.get_total_flops())
     return {"backbone": backbone, "image_size": int(image_size), "flops": flops, "macs": flops // 2,
-            "positions": int(first.shape[-2] * first.shape[-1]), "d": int(sum(m.shape[1] for m in maps.values()))}
+            "positions": int(pixel[0].shape[-2] * pixel[0].shape[-1]), "d": int(sum(m.shape[1] for m in pixel))}
 
 
 def spade_search_flops(positions: int, n_gallery: int, d: int) -> int:
