@@ -324,7 +324,11 @@ def test_text_values_are_glued_from_the_results(built_book):
     counts = [int(summary[f"s_n_{v.replace(' ', '_')}"]) for v in
               ("holds", "does not hold", "inconclusive", "not comparable", "not tested")]
     assert sum(counts) == int(summary["s_n_claims"]) > 0
-    assert counts[3] > 0  # tiny synthetic run: magnitude claims are not comparable
+    # tiny synthetic run: no claim of either kind is judged, every tested one is not comparable
+    assert counts[:3] == [0, 0, 0] and counts[3] > 0
+    assert int(summary["s_n_chapters"]) == 6 and int(summary["s_n_claims"]) > int(summary["s_n_distinct"])
+    origins = [int(summary[f"s_n_{o}"]) for o in ("quote", "paraphrase", "table")]
+    assert min(origins) > 0 and sum(origins) == int(summary["s_n_distinct"])
     det = _glued(nbformat.read(built_book.executed("detection"), as_version=4))
     assert det["det_n_classes"] == "2" and det["det_pub_vs_spade"] == "'+12.4 p.p.'"
     assert "p.p. (95 % CI" in det["det_vs_spade"] and "p.p. (95 % CI" in det["det_effnet_gain"]

@@ -102,18 +102,53 @@ def test_run_addresses_rows_by_role_and_finds_every_published_figure():
 def test_claims_of_the_comparison_hold_on_the_papers_figures_and_are_tested_on_rows():
     chosen = comparisons.baselines("unused", **LITE0).claims()
     assert {c["id"] for c in chosen} >= {"padim-wr50-beats-spade-pixel-auroc", "padim-r18-beats-vae-pro",
-                                         "padim-wr50-beats-spade-image-auroc"}
+                                         "padim-wr50-beats-spade-image-auroc", "spade-beats-padim-wr50-pro-objects"}
     assert all("not a quote" in c["source"] for c in chosen)
     paper = claims.self_check(chosen)
     assert (paper["verdict"] == "holds").all()
+    ranked = [c for c in chosen if claims.claim_origin(c) == "table"]  # PaDiM above SPADE and the VAE
+    contrary = [c for c in chosen if claims.claim_origin(c) == "paraphrase"]  # SPADE's PRO on objects
+    assert {c["id"] for c in contrary} == {"spade-beats-padim-wr50-pro-objects",
+                                           "spade-beats-padim-wr50-pro-objects-by-1.8pp"}
     good = _run(_rows({"VAE": 0.7, "SPADE (WR50)": 0.9, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
     rows = good.claim_rows()
     assert set(rows.loc[rows["published_row"] == "SPADE", "label"]) == {"SPADE (Lite0)"}
-    verdicts = claims.evaluate_claims(rows, chosen, comparable=False)
-    assert (verdicts["verdict"] == "holds").all(), verdicts[["id", "verdict", "note"]]
+    verdicts = claims.evaluate_claims(rows, chosen).set_index("id")  # rows taken as the paper's models
+    assert (verdicts.loc[[c["id"] for c in ranked], "verdict"] == "holds").all(), verdicts[["verdict", "note"]]
+    assert (verdicts.loc[[c["id"] for c in contrary], "verdict"] == "does not hold").all()
     bad = _run(_rows({"VAE": 0.97, "SPADE (WR50)": 0.99, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
-    verdicts = claims.evaluate_claims(bad.claim_rows(), chosen, comparable=False)
-    assert (verdicts["verdict"] == "does not hold").all()
+    verdicts = claims.evaluate_claims(bad.claim_rows(), chosen).set_index("id")
+    assert (verdicts.loc[[c["id"] for c in ranked], "verdict"] == "does not hold").all()
+    assert verdicts.loc["spade-beats-padim-wr50-pro-objects", "verdict"] == "holds"
+    # The run's own verdicts: its models are stand-ins on data that is not MVTec AD, so no claim is judged,
+    # and each note names the stand-ins the claim involves.
+    own = good.verdicts().set_index("id")
+    assert set(own.index) == {c["id"] for c in chosen} and (own["verdict"] == "not comparable").all()
+    note = own.loc["padim-wr50-beats-spade-pixel-auroc", "note"]
+    assert "the data at unused does not exist" in note
+    assert "PaDiM-Lite0-Rd54 stands in for PaDiM-WR50-Rd550" in note and "SPADE (Lite0) stands in for SPADE-WR50" in note
+    assert "VAE" not in note  # a model the claim does not involve is not a reason
+    assert "gives 'holds'" in note
+
+
+def test_spade_comparability_includes_k_and_K():
+    """SPADE's k (image neighbours) and K (pixel gallery) are the paper's 50 and 50 (catalog)."""
+    from padim_lib.engine.config import ExperimentConfig
+    from padim_lib.paper.catalog import model_differences, paper_model
+
+    model = paper_model("Localization", "SPADE (WR50)")
+    assert model is paper_model("STC", "SPADE") is paper_model("Image AUROC", "SPADE")
+    assert dict(model.params) == {"k": 50, "n_gallery": 50}
+    spade = ExperimentConfig(method="spade", backbone="wide_resnet50_2", label="SPADE")
+    assert model_differences(spade, model) == []  # the detector's defaults are the paper's
+    for params, said in [({"k": 10}, "k=10 (the paper: k=50)"), ({"n_gallery": 5}, "n_gallery=5 (the paper: n_gallery=50)"),
+                         ({"k": 10, "n_gallery": 5}, "k=10, n_gallery=5 (the paper: k=50, n_gallery=50)")]:
+        assert model_differences(spade.replace(params=params), model) == [f"SPADE runs {said}"]
+    # through a study: the baselines chapter's SPADE on the paper's network, with a smaller gallery
+    study = comparisons.baselines("unused", spade_gallery=5, spade_k=50)
+    assert study.model_reasons()["SPADE (WR50)"] == ["SPADE (WR50) runs n_gallery=5 (the paper: n_gallery=50)"]
+    run = StudyRun(study, [], pd.DataFrame(), "results", False, [])
+    assert "SPADE (WR50) runs n_gallery=5" in " ".join(run.row_reasons()[("Image AUROC", "SPADE")])
 
 
 def test_pick_classes_keeps_the_first_of_each_kind(tmp_path):
@@ -164,3 +199,38 @@ def test_study_yaml_holds_the_chapters_configurations(profile, tmp_path):
     want = studies.chapter_study("baselines", studies.chapter_parameters("baselines", profile, where)).configs()
     missing = [c.label for c in want if c.key() not in keys]
     assert not missing, f"study-{profile}.yaml lacks {missing}"
+
+
+def test_chapter_verdicts_test_every_claim_on_every_run_that_can():
+    """The summary's verdicts: each claim on every chapter's run that has its configurations (the image
+    AUROC comparison on the baselines' and on the detection chapter's), a claim no run can test once."""
+    from padim_lib.paper import detection
+    from padim_lib.paper.run import chapter_verdicts
+    from padim_lib.report import display as report
+
+    base = _run(_rows({"VAE": 0.7, "SPADE (WR50)": 0.9, "PaDiM-R18-Rd100": 0.93, "PaDiM-WR50-Rd550": 0.95}))
+    det_study = detection.detection("unused", det_rd_backbone="efficientnet_lite0", det_rd=54,
+                                    det_effnet_backbones=["efficientnet_lite0"], det_effnet_literal_layers=None,
+                                    det_spade_backbone="efficientnet_lite0")
+    labels = {c.published_row: c.label for c in det_study.configs()}
+    det_rows = _rows({"SPADE (WR50)": 0.8, "PaDiM-WR50-Rd550": 0.9}).query("metric == 'image_auroc'")
+    det_rows = det_rows.assign(published_row=det_rows["published_row"].replace({"SPADE (WR50)": "SPADE"}))
+    det_rows = det_rows.assign(label=det_rows["published_row"].map(labels), data_root="unused")
+    det = StudyRun(det_study, [], det_rows, "results", False, ["test"])
+    out = chapter_verdicts({"baselines": base, "detection": det})
+    every = claims.load_claims()
+    assert set(out["id"]) == {c["id"] for c in every}
+    image = out[out["id"] == "padim-wr50-beats-spade-image-auroc"].set_index("chapter")
+    assert list(image.index) == ["baselines", "detection"]
+    assert (image["verdict"] == "not comparable").all()  # stand-ins on data that is not MVTec AD
+    assert "PaDiM-Lite0-Rd54 stands in for PaDiM-WR50-Rd550" in image.loc["detection", "note"]
+    assert "SPADE-Lite0 stands in for SPADE-WR50" in image.loc["detection", "note"]
+    untested = out[out["chapter"] == ""]
+    assert set(untested["table"]) == {"Table I", "Table II"} and (untested["verdict"] == "not tested").all()
+    assert len(out) == len(every) + 1
+    html = report.claims_table(out).to_html()  # one row per (claim, chapter): the ids stay unique
+    assert "chapter detection" in html and "PaDiM-Lite0-Rd54 - SPADE-Lite0" in html
+    note = report.runs_note({"baselines": base, "detection": det})
+    assert note.startswith(":::{warning}") and "- **detection**: test" in note
+    base.comparable = det.comparable = True
+    assert report.runs_note({"baselines": base, "detection": det}).startswith(":::{note}")

@@ -94,6 +94,11 @@ def test_stc_study_runs_and_reuses_the_cache(stc, tmp_path):
 
     assert isinstance(scene_figure(done.summary(), done.labels(), pub, ("pixel_auroc", "image_auroc")), Figure)
     assert frame_counts(done) == {"train": 8, "test": 12}
+    # the two ways to combine scenes (the paper states neither): on one scene they are the same number
+    both = stc_study.averages(done).set_index("metric")
+    assert list(both.index) == ["pixel_auroc", "image_auroc"] and (both["n_scenes"] == 1).all()
+    assert both.loc["image_auroc", "pooled"] == pytest.approx(both.loc["image_auroc", "mean"], abs=1e-12)
+    assert both.loc["pixel_auroc", "pooled"] == pytest.approx(both.loc["pixel_auroc", "mean"], abs=1e-3)
     again = run(study, **kwargs)
     pd.testing.assert_frame_equal(again.results, rows)
     with pytest.raises(PadimError, match="STC layout"):

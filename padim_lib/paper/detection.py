@@ -1,4 +1,4 @@
-"""Image-level anomaly detection (the paper's Sec. IV-D): image AUROC of PaDiM and SPADE.
+"""Image-level anomaly detection (the paper's Sec. V-B, "Detection"): image AUROC of PaDiM and SPADE.
 
 The paper reports image AUROC on MVTec AD (mean over classes) for PaDiM-WR50-Rd550,
 PaDiM-EfficientNet-B5 and SPADE (published.csv, table "Image AUROC"). Here each is one

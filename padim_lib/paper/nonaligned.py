@@ -1,4 +1,4 @@
-"""Non-aligned MVTec AD (the paper's Sec. IV-E): each method on aligned data and on seeded non-aligned versions.
+"""Non-aligned MVTec AD (the paper's Sec. V-C; the data described in Sec. IV-A): aligned and non-aligned runs.
 
 The paper rotates every train and test image by U(-10, 10) degrees and crops a random 224 window
 out of the 256 resize, in 5 seeded versions of the data set, and reports how much each method's

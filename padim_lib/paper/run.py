@@ -23,7 +23,7 @@ from padim_lib.engine.results import ResultStore
 from padim_lib.engine.task import Task, label_rows
 from padim_lib.errors import PadimError
 from padim_lib.methods.params import parse_reduce
-from padim_lib.paper import stats
+from padim_lib.paper import claims, stats
 from padim_lib.paper.published import load_published, published_value
 from padim_lib.paper.study import Entry, Study
 
@@ -169,6 +169,30 @@ class StudyRun:
                  for _, rename in self.study.other_tables for old, new in rename.items()]
         return pd.concat([rows, *extra], ignore_index=True)
 
+    def row_reasons(self) -> dict[tuple[str, str], list[str]]:
+        """(published table, row) -> why this run's model for that row is not the paper's: the
+        set-up's reasons (data, classes, preprocessing, budget), then what the configurations set
+        against the row change from the paper's model behind it (empty: comparable). Rows of the
+        study's table and, under their names there, of its other tables."""
+        setup = self.study.setup_reasons()
+        models = self.study.model_reasons()
+        out: dict[tuple[str, str], list[str]] = {}
+        for c in self.configs:
+            if not c.published_row:
+                continue
+            keys = [(self.table, c.published_row)]
+            keys += [(table, rename.get(c.published_row, c.published_row)) for table, rename in self.study.other_tables]
+            for key in keys:
+                found = out.setdefault(key, list(setup))
+                found += [r for r in models.get(c.label, []) if r not in found]
+        return out
+
+    def verdicts(self, all_claims: Any = None, *, level: float = 0.95) -> pd.DataFrame:
+        """`claims.evaluate_claims` of the study's claims (`Study.claims`) on this run's rows, each
+        claim judged only where every model it names is comparable with the paper's (`row_reasons`)."""
+        return claims.evaluate_claims(self.claim_rows(), self.study.claims(all_claims), reasons=self.row_reasons(),
+                                      level=level)
+
     def stand_ins(self) -> pd.DataFrame:
         """Per configuration: the network it ran and the published row it is set against."""
         rows = {c.label: {"network run": c.backbone, "method": c.method, "set against (paper)": c.published_row or "–"}
@@ -302,6 +326,26 @@ def spread_over_versions(summaries: dict[str, pd.DataFrame], by: str = "label") 
                     "sem": std / np.sqrt(n) if n > 1 else float("nan"), "min": float(values.min()),
                     "max": float(values.max()), "n_versions": n})
     return pd.DataFrame(out, columns=[by, "group", "metric", "mean", "std", "sem", "min", "max", "n_versions"])
+
+
+def chapter_verdicts(runs: dict[str, StudyRun], all_claims: Any = None, *, level: float = 0.95) -> pd.DataFrame:
+    """Every claim tested on every run that can test it (`StudyRun.verdicts`), with a column
+    "chapter" (the runs' keys); a claim that no run can test is one row, "not tested", its note
+    saying so. One claim may be tested by two chapters (the image AUROC of the baselines and of the
+    detection chapter): one row each."""
+    all_claims = claims.load_claims() if all_claims is None else list(all_claims)
+    parts, tested = [], set()
+    for name, r in runs.items():
+        v = r.verdicts(all_claims, level=level)
+        tested |= set(v["id"])
+        parts.append(v.assign(chapter=name))
+    rest = [c for c in all_claims if c["id"] not in tested]
+    if rest:
+        none = claims.evaluate_claims(pd.DataFrame(), rest)
+        parts.append(none.assign(chapter="", note="no chapter runs the configurations this claim names"))
+    order = {c["id"]: i for i, c in enumerate(all_claims)}
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values("id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
 def run_names(runs: Any) -> dict[str, str]:

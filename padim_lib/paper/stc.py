@@ -1,8 +1,9 @@
-"""ShanghaiTech Campus (the paper's Sec. IV-F): one model per scene, pixel AUROC and frame-level AUROC.
+"""ShanghaiTech Campus (the data: the paper's Sec. IV-A; its results: Sec. V-B): one model per scene.
 
 The paper trains PaDiM-R18-Rd100 and SPADE on each of STC's 13 scenes (frames resized to 256 x
-256, no crop) and reports the mean pixel AUROC over the scenes (published.csv, table "STC": 91.2
-and 89.9). An STC root is a data set of `datasets.catalog` whose classes are the scenes, so the
+256, no crop) and reports one pixel AUROC per method (published.csv, table "STC": 91.2 and 89.9)
+without saying how the scenes are combined: the mean over the scenes of each scene's AUROC, or
+the AUROC of all scenes' pixels ranked together. `averages` gives both. An STC root is a data set of `datasets.catalog` whose classes are the scenes, so the
 tasks, the sweep and the result cache are the tables' own; a task's `image_auroc` is the
 frame-level AUROC (the image score of a frame against its frame label).
 
@@ -17,10 +18,14 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from padim_lib.datasets.catalog import is_stc_root
 from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
+from padim_lib.metrics.pooled import pooled_auroc
 from padim_lib.paper.catalog import short_name
 from padim_lib.paper.detection import rd_label
 from padim_lib.paper.run import StudyRun
@@ -86,3 +91,38 @@ def frame_counts(run: StudyRun) -> dict[str, int]:
     label = run.labels()[0]
     arts = [run.artifacts(label, scene) for scene in run.classes]
     return {"train": sum(int(a["n_train"]) for a in arts), "test": sum(len(a["labels"]) for a in arts)}
+
+
+AVERAGING = {
+    "mean over scenes": "each scene's AUROC, then their mean (the summary's 'all' group, with its 95 % CI)",
+    "pooled": "every test frame of every scene ranked together, one AUROC (pixels: from each scene's stored "
+              "score quantiles, within about 0.1 p.p.; frames: exact)",
+}
+
+
+def averages(run: StudyRun) -> pd.DataFrame:
+    """Both ways of combining the scenes (AVERAGING), per configuration, for the pixel AUROC (the
+    paper's metric on STC) and the frame-level AUROC: columns label, metric, mean, ci_low, ci_high
+    (the mean over scenes, fractions), pooled (NaN where a task stored no pixel score quantiles:
+    re-run it), n_scenes. The paper states neither; its figure is one number per method."""
+    from sklearn.metrics import roc_auc_score
+
+    summary = run.summary()
+    out = []
+    for label in run.labels():
+        arts = [run.artifacts(label, scene) for scene in run.classes]
+        for metric in ("pixel_auroc", FRAME_METRIC):
+            hit = summary[(summary["label"] == label) & (summary["metric"] == metric) & (summary["group"] == "all")]
+            if hit.empty:
+                continue
+            if metric == "pixel_auroc":
+                have = all("pixel_count_normal" in a for a in arts)
+                pooled = pooled_auroc(arts) if have else float("nan")
+            else:
+                labels = np.concatenate([a["labels"] for a in arts])
+                scores = np.concatenate([a["scores"] for a in arts])
+                pooled = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else float("nan")
+            r = hit.iloc[0]
+            out.append({"label": label, "metric": metric, "mean": float(r["value"]), "ci_low": float(r["ci_low"]),
+                        "ci_high": float(r["ci_high"]), "pooled": pooled, "n_scenes": len(arts)})
+    return pd.DataFrame(out, columns=["label", "metric", "mean", "ci_low", "ci_high", "pooled", "n_scenes"])
