@@ -54,6 +54,12 @@ def cmd_book(args: argparse.Namespace) -> int:
         print(runner.list_params(args.list_params or None))
         return 0
     params = runner.load_params(args.param, yaml_text=args.parameters_yaml, yaml_file=args.parameters_file)
+    if args.plan:
+        plan = runner.plan_book(profile=args.profile, params=params, only=args.only)
+        print(plan.text())
+        if plan.problems():
+            raise PadimError("; ".join(plan.problems()))
+        return 0
     runner.build_book(profile=args.profile, params=params, only=args.only, jobs=args.jobs)
     return 0
 
@@ -184,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "still wait for the chapters before them)")
     p.add_argument("--list-params", nargs="?", const="", default=None, metavar="CHAPTER",
                    help="print each chapter's (or CHAPTER's) parameters, types, defaults and comments; run nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print each chapter's tasks, feature cache, peak memory and estimated time (here and on "
+                        "a GPU); run nothing (exit 2 when the run would not fit the free disk or memory)")
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("sweep", help="run a study grid in-process or on a Dask cluster")

@@ -73,10 +73,12 @@ def comparison_configs(
 ) -> dict[str, ExperimentConfig]:
     """Role -> configuration, in ROLES order. `small_d` / `large_d`: None = the paper's ratio on the
     backbone. `spade` / `vae`: method parameters (e.g. `vae_params(...)`). `common`: ExperimentConfig
-    fields shared by all (preprocess, sigma, eps, max_train). The VAE does not read eps; it always runs
-    on ResNet18 (`vae_pretrained=False`: a random-init encoder)."""
+    fields shared by all (preprocess, sigma, eps, max_train, pretrained). The VAE does not read eps; it
+    always runs on ResNet18, with ImageNet weights only when both `vae_pretrained` and `common`'s
+    `pretrained` (default True) say so (`vae_pretrained=False`: a random-init encoder)."""
     out: dict[str, ExperimentConfig] = {}
     no_eps = {k: v for k, v in common.items() if k != "eps"}
+    vae_pretrained = bool(vae_pretrained and common.get("pretrained", True))
     out["vae"] = ExperimentConfig(method="vae", backbone="resnet18", params=dict(vae or {}), seed=seed,
                                   pretrained=vae_pretrained, label="VAE" if vae_pretrained else "VAE (random-init R18)",
                                   published_row=ROWS["vae"], **{k: v for k, v in no_eps.items() if k != "pretrained"})
@@ -115,15 +117,18 @@ def baselines(
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
+    pretrained: bool = True,
 ) -> Study:
     """The method comparison on `classes` of `data_root` (cut to the first `classes_per_kind`
-    textures and objects; None: all)."""
+    textures and objects; None: all). `pretrained=False`: random weights for every network, the
+    VAE's encoder too (a dry run: the numbers mean nothing)."""
     configs = comparison_configs(
         small_backbone=small_backbone, large_backbone=large_backbone, spade_backbone=spade_backbone,
         small_d=small_d, large_d=large_d, seed=seed, vae_pretrained=vae_pretrained,
         spade={"k": spade_k, "n_gallery": spade_gallery, "kappa": spade_kappa},
         vae=vae_params(vae_epochs, vae_images_per_epoch, vae_image_size, vae_batch_size),
-        preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma, eps=eps, max_train=max_train)
+        preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma, eps=eps, max_train=max_train,
+        pretrained=pretrained)
     chosen = per_kind(data_root, classes, classes_per_kind)
     return Study(name="baselines", table=TABLE, roles=ROLES,
                  entries=tuple(Entry(role, c) for role, c in configs.items()),

@@ -89,12 +89,14 @@ def detection(
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
+    pretrained: bool = True,
 ) -> Study:
-    """The chapter's study on every class (`classes` None / "all") of `data_root`."""
+    """The chapter's study on every class (`classes` None / "all") of `data_root`. `pretrained=False`:
+    random weights (a dry run: the numbers mean nothing)."""
     entries = detection_entries(rd_backbone=det_rd_backbone, rd=det_rd, effnet_backbones=det_effnet_backbones,
                                 effnet_literal_layers=det_effnet_literal_layers, spade_backbone=det_spade_backbone,
                                 spade_params=det_spade_params, preprocess=Preprocess(resize=resize, crop=crop),
-                                sigma=sigma, eps=eps, max_train=max_train)
+                                sigma=sigma, eps=eps, max_train=max_train, pretrained=pretrained)
     chosen = as_list(classes)
     return Study(name="detection", table=TABLE, roles=ROLES, entries=tuple(entries),
                  versions=(DataVersion(MAIN, str(data_root)),), classes=tuple(chosen) if chosen else None)

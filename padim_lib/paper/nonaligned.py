@@ -40,10 +40,13 @@ def versions_dir(out_dir: str | os.PathLike, data_root: str | os.PathLike) -> Pa
 
 
 def versions(data_root: str | os.PathLike, out_dir: str | os.PathLike, n_versions: int,
-             classes: Sequence[str] | None = None, workers: int = 1) -> list[Path]:
-    """The non-aligned versions 0..n_versions-1 of `data_root` (made if missing or stale)."""
+             classes: Sequence[str] | None = None, workers: int = 1, write: bool = True) -> list[Path]:
+    """The non-aligned versions 0..n_versions-1 of `data_root` (made if missing or stale; with
+    `write=False` only their paths, nothing written: what a plan reads)."""
     if isinstance(n_versions, bool) or not isinstance(n_versions, int) or n_versions < 1:
         raise PadimError(f"n_versions={n_versions!r}; expected a positive integer (the paper: 5)")
+    if not write:
+        return [versions_dir(out_dir, data_root) / f"seed{k}" for k in range(n_versions)]
     return nonaligned_versions(data_root, versions_dir(out_dir, data_root), range(n_versions), classes, workers=workers)
 
 
@@ -60,16 +63,18 @@ def method_entries(
 ) -> list[Entry]:
     """PaDiM (Rd `rd` on `padim_backbone`), SPADE and the VAE (None: left out), on the aligned data.
     Labels "PaDiM", "SPADE", "VAE" are the published drops' rows; `common` (preprocess, sigma, eps,
-    max_train) is shared."""
+    max_train, pretrained) is shared; the VAE's encoder is ImageNet's only when both `vae_pretrained`
+    and `common`'s `pretrained` (default True) say so."""
     out = [Entry("padim", ExperimentConfig(backbone=padim_backbone, reduce=f"random:{int(rd)}" if rd else None,
                                            seed=seed, label="PaDiM", published_row=ROWS["padim"], **common), ALIGNED)]
     if spade_backbone:
         out.append(Entry("spade", ExperimentConfig(method="spade", backbone=spade_backbone, params=spade_params or {},
                                                    label="SPADE", published_row=ROWS["spade"], **common), ALIGNED))
     if vae_params is not None:
+        vae_common = {k: v for k, v in common.items() if k != "pretrained"}
         out.append(Entry("vae", ExperimentConfig(method="vae", backbone="resnet18", params=vae_params, seed=seed,
-                                                 pretrained=vae_pretrained, label="VAE", published_row=ROWS["vae"],
-                                                 **common), ALIGNED))
+                                                 pretrained=bool(vae_pretrained and common.get("pretrained", True)),
+                                                 label="VAE", published_row=ROWS["vae"], **vae_common), ALIGNED))
     return out
 
 
@@ -99,13 +104,17 @@ def nonaligned(
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
+    pretrained: bool = True,
+    write_versions: bool = True,
 ) -> Study:
     """The chapter's study: each method on `na_classes` (None: one texture and one object; "all")
     of `data_root`, aligned and on `na_versions` non-aligned versions (written under
-    `na_versions_dir` when missing or stale)."""
+    `na_versions_dir` when missing or stale; `write_versions=False`: not written, the study of a
+    plan). `pretrained=False`: random weights for every network (a dry run)."""
     chosen = one_of_each(data_root, na_classes)
     entries = method_entries(padim_backbone=na_backbone, rd=na_rd, spade_backbone=na_spade_backbone,
                              vae_params=na_vae_params, vae_pretrained=na_vae_pretrained, spade_params=na_spade_params,
                              preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma, eps=eps,
-                             max_train=max_train)
-    return study_on_versions(data_root, chosen, entries, versions(data_root, na_versions_dir, na_versions, chosen))
+                             max_train=max_train, pretrained=pretrained)
+    roots = versions(data_root, na_versions_dir, na_versions, chosen, write=write_versions)
+    return study_on_versions(data_root, chosen, entries, roots)

@@ -73,14 +73,17 @@ def stc(
     stc_resize: int = 256,
     sigma: float = 4.0,
     eps: float = 0.01,
+    pretrained: bool = True,
 ) -> Study:
     """The chapter's study: one model per scene (`stc_scenes` None: every scene) of the STC root,
-    frames resized to `stc_resize` x `stc_resize` without a crop."""
+    frames resized to `stc_resize` x `stc_resize` without a crop. `pretrained=False`: random
+    weights (a dry run: the numbers mean nothing)."""
     if not is_stc_root(stc_root):
         raise PadimError(f"data_root {stc_root}: not in the STC layout (expected training/videos/ and testing/frames/)")
     entries = stc_entries(backbone=stc_backbone, rd=stc_rd, spade_backbone=stc_spade_backbone,
                           spade_params=stc_spade_params, max_train=stc_max_train,
-                          preprocess=Preprocess(resize=stc_resize, crop=None), sigma=sigma, eps=eps)
+                          preprocess=Preprocess(resize=stc_resize, crop=None), sigma=sigma, eps=eps,
+                          pretrained=pretrained)
     return Study(name="stc", table=TABLE, roles=ROLES, entries=tuple(entries),
                  versions=(DataVersion(MAIN, str(stc_root)),), classes=tuple(stc_scenes) if stc_scenes else None,
                  dataset="stc")

@@ -149,10 +149,12 @@ def table1(
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
+    pretrained: bool = True,
 ) -> Study:
-    """Table I on `data_root` (`classes` None / "all": every class)."""
+    """Table I on `data_root` (`classes` None / "all": every class). `pretrained=False`: random
+    weights (a dry run: the numbers mean nothing)."""
     configs = table1_configs(backbone, layers, preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma,
-                             eps=eps, max_train=max_train)
+                             eps=eps, max_train=max_train, pretrained=pretrained)
     return _study("Table I", "table1", configs, data_root, classes)
 
 
@@ -169,10 +171,12 @@ def table2(
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
+    pretrained: bool = True,
 ) -> Study:
-    """Table II on `data_root`: Rd and PCA at each of `dims` (Rd over `seeds`), and all dimensions."""
+    """Table II on `data_root`: Rd and PCA at each of `dims` (Rd over `seeds`), and all dimensions.
+    `pretrained=False`: random weights (a dry run)."""
     configs = table2_configs(backbone, dims, seeds, layers, preprocess=Preprocess(resize=resize, crop=crop),
-                             sigma=sigma, eps=eps, max_train=max_train)
+                             sigma=sigma, eps=eps, max_train=max_train, pretrained=pretrained)
     return _study("Table II", "table2", configs, data_root, classes)
 
 
@@ -185,6 +189,7 @@ def class_features(
     max_train: int | None = None,
     results_dir: str | os.PathLike = "results",
     device: str = "auto",
+    pretrained: bool = True,
 ) -> tuple[dict, dict]:
     """(train, test) cached features of one class, as `features.cache.load_features` returns them.
 
@@ -193,7 +198,7 @@ def class_features(
     """
     from padim_lib.features.cache import ensure_features, load_features
 
-    config = ExperimentConfig(backbone=backbone, preprocess=preprocess, max_train=max_train)
+    config = ExperimentConfig(backbone=backbone, preprocess=preprocess, max_train=max_train, pretrained=pretrained)
     task = Task(str(data_root), category, config)
     cache = Path(results_dir).resolve() / "features"
     train, test = (load_features(ensure_features(s, cache, device=device, progress=False)) for s in task.feature_specs())

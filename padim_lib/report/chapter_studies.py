@@ -19,13 +19,10 @@ from padim_lib.paper import experiments
 from padim_lib.paper.run import StudyRun, run
 from padim_lib.paper.study import Study
 from padim_lib.report import runlog
-from padim_lib.report.chapters import project_root, toc_chapters
+from padim_lib.report.chapters import CHAPTER_EXPERIMENTS, project_root, toc_chapters
 from padim_lib.report.nbparams import parameter_specs
 from padim_lib.report.runner import PROFILES
 
-# chapter stem -> the experiment it runs
-CHAPTER_EXPERIMENTS = {"table1_layers": "table1", "table2_dimensionality": "table2", "baselines": "baselines",
-                       "detection": "detection", "non_aligned": "nonaligned", "stc": "stc"}
 RUN_PARAMETERS = ("results_dir", "device", "scheduler", "bootstrap", "torch_threads")
 
 

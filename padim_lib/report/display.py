@@ -265,6 +265,18 @@ def runs_note(runs: Mapping[str, Any]) -> str:
             + lines + "\n:::\n")
 
 
+DRY_RUN_TITLE = "Random weights: a dry run, the numbers mean nothing"
+
+
+def dry_run_note() -> str:
+    """The MyST warning every chapter shows when its networks ran on random weights (`pretrained=False`)."""
+    return (f":::{{admonition}} {DRY_RUN_TITLE}\n:class: warning\n\nEvery network of this chapter ran with "
+            "randomly initialised weights (`pretrained=False`), not ImageNet's. This run shows only that the "
+            "code path works end to end (no crash, no missing parameter, no shape error); its figures say "
+            "nothing about PaDiM, its baselines or the paper. Run with `pretrained=True` (the default) for "
+            "numbers that mean something.\n:::\n")
+
+
 def table_note(run: Any) -> str:
     """A chapter's MyST admonition on whether its table compares with the paper's."""
     if run.comparable:

@@ -43,14 +43,17 @@ def collect(
     device: str = "auto",
     classes: Sequence[str] | None = None,
     repo: str | os.PathLike | None = None,
+    pretrained: bool = True,
 ) -> dict[str, str]:
-    """Provenance of a run, as label -> text (insertion order is display order)."""
+    """Provenance of a run, as label -> text (insertion order is display order). `pretrained=False`:
+    the backbone ran on random weights (a dry run), and the Weights line says so."""
     info: dict[str, str] = {}
     if data_root is not None:
         info["Data set"] = dataset_description(data_root, classes)
     if backbone is not None:
         info["Backbone"] = backbone
-        info["Weights"] = weights_description(backbone, weights)
+        info["Weights"] = (weights_description(backbone, weights) if pretrained else
+                           "**random initialisation** (pretrained=False: a dry run, no ImageNet weights)")
     info["Device"] = device_description(device)
     info["Python"] = f"{platform.python_version()} ({platform.platform(terse=True)})"
     info["Libraries"] = ", ".join(f"{k} {v}" for k, v in library_versions().items())
