@@ -245,7 +245,7 @@ def test_run_study_in_process_and_results_override(tmp_path, fake_root):
     path = _write_study(tmp_path, fake_root, configurations=[{"reduce": "random:10", "label": "Rd 10"}])
     _cache(tmp_path)
     rows = study.run_study(presets=PRESETS, path=path, task_fn=fake_task, feature_fn=fake_features, progress=False)
-    tasks = study.expand(study.load_study(path, presets=PRESETS))
+    tasks = study.expand(study.load_study(path), presets=PRESETS)
     assert len(tasks) == 2 * 3
     pd.testing.assert_frame_equal(_canonical(rows), _expected(tasks, 3), check_dtype=False)
     assert ResultStore(tmp_path / "study-res").keys() == sorted(t.key() for t in tasks)

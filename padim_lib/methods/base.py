@@ -189,7 +189,7 @@ class FeatureDetector(Detector):
         images = ImageBatches(X, self.batch_size, self.max_train)
         n = images.num_images()
         if n is not None and n < self.min_train:
-            raise PadimError(f"fit needs at least {self.min_train} training image(s), got {n}")
+            raise PadimError(f"fit needs at least {self.min_train} training images, got {n}")
         stream = FeatureStream(self._extractor(), images, self.device_)
         self._fit_stream(stream)
         self.image_size_ = stream.image_size

@@ -87,17 +87,23 @@ class VAEShapes:
     activation_bytes: int
 
 
+def _vae_net(backbone: str, latent_channels: int) -> Any:
+    """The VAE's network on `backbone`'s encoder, random weights (for shapes and timings only)."""
+    from padim_lib.features.extractor import load_backbone
+    from padim_lib.methods.vae.net import ENCODERS, VAENet, make_encoder
+
+    return VAENet(make_encoder(backbone, load_backbone(backbone, pretrained=False)), ENCODERS[backbone],
+                  latent_channels)
+
+
 @functools.cache
-def vae_shapes(image_size: int, latent_channels: int = 64) -> VAEShapes:
+def vae_shapes(image_size: int, latent_channels: int = 64, backbone: str = "resnet18") -> VAEShapes:
     """`VAEShapes` from a meta forward of the VAE's network (activations: every module's output)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from padim_lib.features.extractor import load_backbone
-    from padim_lib.methods.vae.net import VAENet
-
     with torch.device("meta"):
-        net = VAENet(load_backbone("resnet18", pretrained=False), latent_channels)
+        net = _vae_net(backbone, latent_channels)
     total = [0]
 
     def count(_module, _inputs, output) -> None:
@@ -188,7 +194,7 @@ def task_cost(task: Task, n_train: int, n_test: int) -> TaskCost:
     metrics = n_test * size * size * METRIC_BYTES_PER_PIXEL
     store = EXAMPLES * size * size * (3 + 2 + 1) + n_test * 200 + 6 * CURVE_POINTS * FLOAT32
     if not detector.uses_features:  # the VAE: trained on the images themselves
-        shapes = vae_shapes(int(detector.image_size), int(detector.latent_channels))
+        shapes = vae_shapes(int(detector.image_size), int(detector.latent_channels), str(detector.backbone))
         net = shapes.params * FLOAT32
         images = n_train * 3 * int(detector.aug_resize) ** 2 * FLOAT32
         batch = int(detector.batch_size) * shapes.activation_bytes * 2  # activations and their gradients
@@ -266,14 +272,11 @@ def measure_backbone(backbone: str, layers: tuple[str, ...], size: int, images: 
 
 
 @functools.cache
-def measure_vae(image_size: int, latent_channels: int = 64) -> float:
+def measure_vae(image_size: int, latent_channels: int = 64, backbone: str = "resnet18") -> float:
     """Seconds per image of the VAE network's forward pass on this machine (random weights)."""
     import torch
 
-    from padim_lib.features.extractor import load_backbone
-    from padim_lib.methods.vae.net import VAENet
-
-    net = VAENet(load_backbone("resnet18", pretrained=False), latent_channels).eval()
+    net = _vae_net(backbone, latent_channels).eval()
     with torch.no_grad():
         net(torch.randn(1, 3, image_size, image_size))
         t0 = time.perf_counter()

@@ -347,7 +347,7 @@ def _task_seconds(task: Task, c: cost.TaskCost, n_train: int, n_test: int, boots
     metrics = n_test * size * size * machine.pixel_s + int(bootstrap or 0) * machine.replicate_s
     if c.train_draws:  # the VAE: its own network, forward and backward per draw
         det = task.detector("cpu")
-        t_forward = cost.measure_vae(int(det.image_size), int(det.latent_channels))
+        t_forward = cost.measure_vae(int(det.image_size), int(det.latent_channels), str(det.backbone))
         root = task.data_root if Path(task.data_root).is_dir() else source
         decode = _decode_s(rates, root, task.category, task.config.preprocess) * (n_train + n_test)
         return (3 * c.train_draws + n_test) * t_forward + decode + metrics, \
@@ -381,7 +381,7 @@ def _complexity_seconds(p: Mapping[str, Any], rates: _Rates, gpu_flops: float) -
         flops = c.fit_flops + c.predict_flops
         if c.train_draws:
             det = task.detector("cpu")
-            cpu += calls * (3 * c.train_draws + n_test) * cost.measure_vae(int(det.image_size), int(det.latent_channels))
+            cpu += calls * (3 * c.train_draws + n_test) * cost.measure_vae(int(det.image_size), int(det.latent_channels), str(det.backbone))
         else:
             spec = task.feature_specs()[0]
             t_image = cost.measure_backbone(spec.backbone, tuple(spec.layers), s)
