@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml requirements.lock
 # Re-resolve requirements.lock from pyproject.toml's ranges (uv; CONSTRAINTS=FILE caps versions, e.g. torch).
 CONSTRAINTS ?=
 lock: install
-	$(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra dev \
+	$(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra export --extra dev \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) \
 	  -o requirements.lock.body
-	{ echo "# Exact versions of every package \`make book\` / \`make test\` install (the library, [book], [sweep], [dev])," ; \
+	{ echo "# Exact versions of every package \`make book\` / \`make test\` install (the library, [book], [sweep], [export], [dev])," ; \
 	  echo "# for Python 3.11 on x86-64 Linux, made by uv (\`make lock\`). pyproject.toml keeps the ranges." ; \
 	  cat requirements.lock.body ; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 	rm -f requirements.lock.body

@@ -18,12 +18,11 @@ from padim_lib.engine.task import (
     example_indices,
     label_rows,
     run_task,
-    table1_configs,
-    table2_configs,
 )
 from padim_lib.errors import PadimError
 from padim_lib.features import cache as featcache
 from padim_lib.metrics.image import image_auroc
+from padim_lib.paper.tables import table1_configs, table2_configs
 
 SMALL = dict(resize=72, crop=64)  # 16 x 16 finest grid: fast
 B = 20

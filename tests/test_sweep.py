@@ -26,6 +26,7 @@ from padim_lib.engine import sweep
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.engine.results import ResultStore
 from padim_lib.errors import PadimError
+from padim_lib.paper.tables import PRESETS, table1_configs, table2_configs
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -196,12 +197,11 @@ def _write_study(tmp_path: Path, fake_root: Path, **overrides) -> Path:
 
 
 def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
-    from padim_lib.engine import task as experiments
 
     spec = study.load_study(_write_study(tmp_path, fake_root))
-    got = study.expand(spec)
-    t1 = experiments.table1_configs(backbone="resnet18")
-    t2 = experiments.table2_configs(backbone="resnet18", dims=(20,), seeds=[0, 1, 2])
+    got = study.expand(spec, presets=PRESETS)
+    t1 = table1_configs(backbone="resnet18")
+    t2 = table2_configs(backbone="resnet18", dims=(20,), seeds=[0, 1, 2])
     expected = study.make_tasks(fake_root, ["alpha", "gamma"], [*t1, CONFIGS[1].replace(seed=4), *t2], seeds=None)
     assert [t.key() for t in got] == [t.key() for t in expected]
     seeds = sorted({t.config.seed for t in got if t.config.label == "Rd 10"})
@@ -226,30 +226,30 @@ def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
 def test_study_errors_name_the_file_and_key(tmp_path, fake_root, override, pattern):
     path = _write_study(tmp_path, fake_root, **override)
     with pytest.raises(PadimError, match=pattern):
-        study.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
+        study.run_study(presets=PRESETS, path=path, task_fn=fake_task, feature_fn=fake_features, progress=False)
 
 
 def test_study_file_problems(tmp_path, fake_root):
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        study.run_study(tmp_path / "missing.yaml")
+        study.run_study(presets=PRESETS, path=tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(PadimError, match="bad.yaml: expected a mapping"):
-        study.run_study(bad)
+        study.run_study(presets=PRESETS, path=bad)
     path = _write_study(tmp_path, fake_root, data_root=str(tmp_path / "gone"))
     with pytest.raises(PadimError, match=r"study\.yaml: data_root: .*gone"):
-        study.run_study(path)
+        study.run_study(presets=PRESETS, path=path)
 
 
 def test_run_study_in_process_and_results_override(tmp_path, fake_root):
     path = _write_study(tmp_path, fake_root, configurations=[{"reduce": "random:10", "label": "Rd 10"}])
     _cache(tmp_path)
-    rows = study.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
-    tasks = study.expand(study.load_study(path))
+    rows = study.run_study(presets=PRESETS, path=path, task_fn=fake_task, feature_fn=fake_features, progress=False)
+    tasks = study.expand(study.load_study(path, presets=PRESETS))
     assert len(tasks) == 2 * 3
     pd.testing.assert_frame_equal(_canonical(rows), _expected(tasks, 3), check_dtype=False)
     assert ResultStore(tmp_path / "study-res").keys() == sorted(t.key() for t in tasks)
-    other = study.run_study(path, results=tmp_path / "elsewhere", task_fn=fake_task, feature_fn=fake_features,
+    other = study.run_study(presets=PRESETS, path=path, results=tmp_path / "elsewhere", task_fn=fake_task, feature_fn=fake_features,
                             progress=False)
     assert len(other) == len(rows) and ResultStore(tmp_path / "elsewhere").keys() == sorted(t.key() for t in tasks)
 

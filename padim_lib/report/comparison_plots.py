@@ -90,13 +90,15 @@ def reconstruction_figure(inputs: np.ndarray, outputs: np.ndarray, titles: Seque
     return fig
 
 
-def loss_figure(curves: Mapping[str, np.ndarray], ylabel: str = "loss per image") -> Figure:
-    """One line per curve (e.g. per class: the VAE's mean training loss per epoch), log y axis."""
+def loss_figure(curves: Mapping[str, np.ndarray], ylabel: str = "loss per image", xlabel: str = "epoch") -> Figure:
+    """One line per curve (e.g. per class: the VAE's mean training loss per epoch, artifact
+    "loss_epoch_loss", or per optimisation step, "loss_step_loss" with xlabel="step"), log y axis."""
     fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
     for name, values in curves.items():
         values = np.asarray(values, np.float64)
-        ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=name)
-    ax.set_xlabel("epoch")
+        marker = "o" if len(values) <= 50 else None  # a per-step curve is a line
+        ax.plot(np.arange(1, len(values) + 1), values, marker=marker, markersize=3, label=name)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     if curves:

@@ -12,7 +12,7 @@ Notebooks run in a kernel of this very interpreter (`private_kernel`: a temporar
 `sys.executable`, first on JUPYTER_PATH), with the project root as working directory; the kernel's
 stdout and stderr (the sweep's progress) are streamed to the terminal. `jobs` > 1 runs that many
 chapters at once (one kernel each; a kernel's start and imports cost seconds of one core): the
-chapters that read the others' results (`READS_OTHER_CHAPTERS`, and the introduction) wait for
+chapters that read the others' results (`READS_OTHER_CHAPTERS`, the introduction and the execution statistics) wait for
 every chapter before them, so they find the others' results in the cache instead of computing them.
 
 Profiles give every notebook parameter a value (`PROFILES`); overrides (`-p`, `-y`, `-f`, parsed
@@ -50,6 +50,7 @@ from padim_lib.report.nbparams import (  # noqa: F401  (the runner's parameter A
     notebook_parameters,
     parse_cli_params,
 )
+from padim_lib.report.provenance import machine_description
 
 KERNEL_NAME = "padim-book"
 # Chapters that load other chapters' studies and find their results in the cache; with jobs > 1 they
@@ -77,6 +78,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scheduler": None,
         "torch_threads": 1,
         "stc_root": "data/synthetic_stc",  # STC_ROOT_EMBEDDED: made on first use (prepare_stc)
+        "pretrained": True,
     },
     "paper": {
         "profile": "paper",
@@ -91,6 +93,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto",
         "scheduler": None,
         "torch_threads": None,
+        # ImageNet weights for every network. False only for a dry run of this profile's code path
+        # (tests/test_dry_run.py): random weights, every chapter says so, the numbers mean nothing.
+        "pretrained": True,
         # PaDiM against the baselines (baselines.ipynb) and time and memory (complexity.ipynb): the
         # paper's four models, its VAE budget, every class.
         "small_backbone": "resnet18",
@@ -160,10 +165,11 @@ def build_book(
     root = project_root(root)
     chapters = toc_chapters(root)
     selected = select_chapters(chapters, only)
-    # The introduction lists when and how every chapter ran (padim_lib.report.runlog): it runs after the
-    # others, and again whenever any chapter is re-run alone.
-    intro = chapters[0]
-    selected = [c for c in selected if c is not intro] + ([intro] if selected else [])
+    # The introduction lists when and how every chapter ran, the execution statistics page how long each
+    # took and on what (padim_lib.report.runlog): they run after the others, in that order, and again
+    # whenever any chapter is re-run alone.
+    reporting = [chapters[0]] + [c for c in chapters[1:] if c.stem == runlog.STATISTICS_PAGE]
+    selected = [c for c in selected if c not in reporting] + (reporting if selected else [])
     name, values = resolve_profile(profile, root, params, log=log)
     per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
     check_params(values, selected)
@@ -173,16 +179,25 @@ def build_book(
         prepare_data(name, data_root, root, log=log)
     for stc_root in dict.fromkeys(p["stc_root"] for p in per_notebook.values() if "stc_root" in p):
         prepare_stc(name, stc_root, root, log=log)
+    from padim_lib.report import plan
+
+    plan.check(name, selected, per_notebook, root)  # the free disk and the memory, before any chapter runs
+    hardware: dict[str, str] = {}  # device parameter -> machine_description (probed once per value)
     with private_kernel() as kernel:
         def run(i: int, chapter: Chapter) -> None:
             log(f"[{i}/{len(selected)}] {chapter.stem}: running (elapsed {_fmt_s(time.perf_counter() - t0)})")
             t1 = time.perf_counter()
             run_notebook(chapter, per_notebook[chapter.stem], root=root, kernel=kernel, stream=stream_output)
+            seconds = time.perf_counter() - t1
+            device = str(per_notebook[chapter.stem].get("device", "auto"))
             with _RECORD_LOCK:  # runs.json is read, updated and replaced: one chapter at a time
-                runlog.record(root, chapter.stem, name, per_notebook[chapter.stem])
-            log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(time.perf_counter() - t1)}")
+                if device not in hardware:
+                    hardware[device] = machine_description(device)
+                runlog.record(root, chapter.stem, name, per_notebook[chapter.stem], seconds=seconds,
+                              hardware=hardware[device])
+            log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(seconds)}")
 
-        late = {c.stem for c in selected if c is intro or c.stem in READS_OTHER_CHAPTERS}
+        late = {c.stem for c in selected if c in reporting or c.stem in READS_OTHER_CHAPTERS}
         run_chapters(selected, run, jobs=jobs, waits_for_earlier=late)
     for chapter in chapters:
         if not chapter.executed.exists():
@@ -195,20 +210,42 @@ def build_book(
     return index
 
 
+def plan_book(profile: str = "auto", params: Mapping[str, Any] | None = None, only: Sequence[str] | None = None,
+              *, root: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
+    """What `build_book` with these arguments would do (`report.plan.BookPlan`), measured and estimated
+    before any chapter runs; the data is prepared as `build_book` would (the embedded sets are made)."""
+    from padim_lib.report import plan
+
+    log = log or _print
+    root = project_root(root)
+    chapters = toc_chapters(root)
+    selected = select_chapters(chapters, only)
+    selected = [c for c in selected if c is not chapters[0]] + ([chapters[0]] if selected else [])
+    name, values = resolve_profile(profile, root, params, log=log)
+    per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
+    check_params(values, selected)
+    for data_root in dict.fromkeys(p["data_root"] for p in per_notebook.values() if "data_root" in p):
+        prepare_data(name, data_root, root, log=log)
+    for stc_root in dict.fromkeys(p["stc_root"] for p in per_notebook.values() if "stc_root" in p):
+        prepare_stc(name, stc_root, root, log=log)
+    log(f"padim book --plan: profile {name!r}, {len(selected)} notebook(s): measuring this machine")
+    return plan.book_plan(name, selected, per_notebook, root)
+
+
 def resolve_profile(profile: str, root: Path, params: Mapping[str, Any] | None = None,
                     log: Callable[[str], None] | None = None) -> tuple[str, dict]:
     """(profile name, parameter values with `params` applied on top). With "auto", says through `log`
     which profile it picked and, when it is not `paper`, each missing input and the command that
     supplies it."""
     if profile == "auto":
-        problems = paper_inputs_problems(root)
+        problems = paper_inputs_problems(root)  # the paper profile's own inputs, not `params`
         profile = "embedded" if problems else "paper"
         if log is not None:
             log(f"profile auto -> {profile!r}" + ("" if not problems else
                 " (the paper's inputs are incomplete; the embedded profile's numbers are not comparable "
                 "with the paper's). Missing: " + "; ".join(problems)))
     elif profile == "paper":
-        problems = paper_inputs_problems(root)
+        problems = paper_inputs_problems(root, {**PROFILES["paper"], **(params or {})})
         if problems:
             raise PadimError("profile 'paper': missing " + "; ".join(problems))
     if profile not in PROFILES:
@@ -218,18 +255,28 @@ def resolve_profile(profile: str, root: Path, params: Mapping[str, Any] | None =
     return profile, values
 
 
-def paper_inputs_problems(root: Path) -> list[str]:
-    """What keeps the `paper` profile from running here (empty = it can run)."""
+def paper_inputs_problems(root: Path, values: Mapping[str, Any] | None = None) -> list[str]:
+    """What keeps the `paper` profile (with `values`, default its own) from running here (empty = it can run).
+
+    With `pretrained` true: MVTec AD complete at `data_root` and the ResNet18 weights cached. With
+    `pretrained` false (a dry run on random weights: nothing is downloaded) only an MVTec-layout
+    tree at `data_root`, of any size and classes."""
+    from padim_lib.datasets.folder import list_categories
     from padim_lib.datasets.mvtec import check_split_counts
     from padim_lib.features.weights import cached_weights
 
+    values = PROFILES["paper"] if values is None else values
     problems = []
-    mvtec = root / "data" / "mvtec"
+    mvtec = Path(values["data_root"])
+    mvtec = mvtec if mvtec.is_absolute() else root / mvtec
     if not mvtec.is_dir():
         problems.append(f"MVTec AD at {mvtec} (run `padim download mvtec --dest {mvtec}`)")
+    elif not values.get("pretrained", True):
+        if not list_categories(mvtec):
+            problems.append(f"data_root {mvtec}: no class folders with train/good (the MVTec AD layout)")
     else:
         problems += [f"MVTec AD: {p} (rerun `padim download mvtec --dest {mvtec}`)" for p in check_split_counts(mvtec)]
-    if cached_weights("resnet18") is None:
+    if values.get("pretrained", True) and cached_weights("resnet18") is None:
         problems.append("the ResNet18 ImageNet weights in the torch hub cache (run `padim download weights resnet18`)")
     return problems
 

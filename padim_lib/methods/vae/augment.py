@@ -74,3 +74,46 @@ class PaperAugment:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         angles, offsets = self.draw(len(images), generator)
         return self.apply(images, angles, offsets)
+
+
+class AugmentedSet:
+    """The training set of augmented images: `count` draws (source image, angle, crop offset) of the
+    training images, fixed for the whole training (the paper's "10 000 images" made by augmentation).
+
+    Sources are shuffled passes over the N images, cut to `count`, so each image is drawn equally
+    often (+-1). `batch(index)` returns the augmented images of draws `index` (B,) -> (B, 3, S, S);
+    after `cache()` they are read from one tensor made once (epochs re-decode and re-augment
+    nothing), otherwise augmented on the fly from the same parameters: the same batches either way.
+    """
+
+    CHUNK = 64  # images augmented per call while caching
+
+    def __init__(self, images: torch.Tensor, count: int, augment: PaperAugment, generator: torch.Generator):
+        n = len(images)
+        passes = -(-count // n)
+        self.images = images
+        self.augment = augment
+        self.source = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])[:count]
+        self.angles, self.offsets = augment.draw(count, generator)
+        self.cached: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def nbytes(self) -> int:
+        """Bytes the cached tensor takes (count x 3 x S x S, the images' dtype)."""
+        return len(self) * self.images.shape[1] * self.augment.size ** 2 * self.images.element_size()
+
+    def _make(self, index: torch.Tensor) -> torch.Tensor:
+        source = self.source[index].to(self.images.device)
+        return self.augment.apply(self.images[source], self.angles[index], self.offsets[index])
+
+    def cache(self) -> None:
+        """Augment every draw once and keep the result (what `nbytes` says)."""
+        if self.cached is None:
+            self.cached = torch.cat([self._make(i) for i in torch.arange(len(self)).split(self.CHUNK)])
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        if self.cached is not None:
+            return self.cached[index.to(self.cached.device)]
+        return self._make(index)

@@ -26,7 +26,7 @@ from padim_lib.io.digest import stable_hash
 
 CHECKPOINT_NAME = "vae_checkpoint.pt"
 CHECKPOINT_FORMAT = "padim_lib.vae.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the augmented set is drawn once (version 1 drew fresh augmentations every epoch)
 
 
 def checkpoint_path(checkpoint_dir: str | os.PathLike) -> Path:

