@@ -40,10 +40,10 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will be skipped"; }
 
-# Two worker processes (pytest-xdist), a module's tests in one of them (tests/conftest.py groups them);
-# TEST_WORKERS=0 runs the suite in this process.
+# Two worker processes (pytest-xdist), each module's tests in one of them (tests/conftest.py schedules
+# them); TEST_WORKERS=0 runs the suite in this process.
 test: install browser
-	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 book: install
 	$(VENV)/bin/padim book

@@ -25,13 +25,23 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("PADIM_WORKERS", "1")
 
 
-def pytest_collection_modifyitems(config, items):
-    """Groups for `pytest -n 2 --dist loadgroup` (pytest-xdist, what `make test` runs): a module's tests
-    run in one worker, so its module-scoped fixtures are made once; the tests on the built book (the
-    session fixture `built_book`, tests/conftest_book.py) share one worker, so the book is built once."""
-    for item in items:
-        book = "built_book" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("book" if book else item.nodeid.split("::")[0]))
+# The test modules that use the built book (the session fixture `built_book`, tests/conftest_book.py).
+_BOOK_MODULES = {f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py") if "built_book" in p.read_text()}
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two pytest-xdist workers. A module's tests run in one worker, so its
+    module-scoped fixtures are made once; the modules that use the built book share one worker, so
+    the book is built once (and first: it is the longest)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "book" if module in _BOOK_MODULES else module
+
+    return ModuleScheduling(config, log)
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):

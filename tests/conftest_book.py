@@ -183,6 +183,7 @@ def dry_run_book(tmp_path_factory) -> BuiltBook:
     log: list[str] = []
     t0 = time.perf_counter()
     plan = plan_book("paper", params=params, root=root, log=log.append)
-    index = build_book("paper", params=params, root=root, log=log.append, stream_output=False, html=False)
+    index = build_book("paper", params=params, root=root, log=log.append, stream_output=False, html=False,
+                       jobs=2)
     log.append(f"dry run: {time.perf_counter() - t0:.1f} s")
     return BuiltBook(root, index, params, log, plan)

@@ -155,7 +155,8 @@ def test_restart_after_killed_client_computes_only_the_missing(tmp_path, fake_ro
                          address=cluster.scheduler_address, cache=str(cache))
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
-        _wait_for(lambda: len(store.keys()) >= 3 or child.poll() is not None, 60, "three stored tasks")
+        # a generous limit: the child imports the library and the fakes first (long on a busy machine)
+        _wait_for(lambda: len(store.keys()) >= 3 or child.poll() is not None, 300, "three stored tasks")
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
