@@ -3,9 +3,10 @@
 The paper trains PaDiM-R18-Rd100 and SPADE on each of STC's 13 scenes (frames resized to 256 x
 256, no crop) and reports one pixel AUROC per method (published.csv, table "STC": 91.2 and 89.9)
 without saying how the scenes are combined: the mean over the scenes of each scene's AUROC, or
-the AUROC of all scenes' pixels ranked together. `averages` gives both. An STC root is a data set of `datasets.catalog` whose classes are the scenes, so the
-tasks, the sweep and the result cache are the tables' own; a task's `image_auroc` is the
-frame-level AUROC (the image score of a frame against its frame label).
+the AUROC of all scenes' pixels ranked together. `averages` gives both. An STC root is a data set
+of `datasets.catalog` whose classes are the scenes, so the tasks, the sweep and the result cache
+are the tables' own; a task's `image_auroc` is the frame-level AUROC (the image score of a frame
+against its frame label).
 
 Training frames: `max_train` caps a scene's training frames, spread evenly over its clips
 (`datasets.catalog.open_dataset`); STC has about 21,000 per scene, whose feature maps would not fit

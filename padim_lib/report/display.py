@@ -260,9 +260,9 @@ def runs_note(runs: Mapping[str, Any]) -> str:
         return (":::{note}\nEvery chapter's run uses the paper's set-up and models, so every claim below is "
                 "judged; read the verdicts with their intervals.\n:::\n")
     lines = "\n".join(f"- **{name}**: " + "; ".join(reasons) for name, reasons in off.items())
-    return (":::{warning}\nThese chapters' runs differ from the paper's set-up or models, so the claims they test "
-            "get no verdict (*not comparable*; what the test gives on their rows is in each note):\n\n"
-            + lines + "\n:::\n")
+    return (":::{warning}\nThese chapters' runs differ from the paper's set-up or models: a claim they test gets a "
+            "verdict only if none of the differences touches a model it names; otherwise it is *not comparable* (what "
+            "the test gives on their rows is in its note):\n\n" + lines + "\n:::\n")
 
 
 DRY_RUN_TITLE = "Random weights: a dry run, the numbers mean nothing"
