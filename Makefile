@@ -3,6 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 UV_VERSION ?= 0.13.9
 
 .PHONY: install test book lint browser clean lock lab
@@ -19,10 +20,10 @@ $(STAMP): pyproject.toml requirements.lock
 # Re-resolve requirements.lock from pyproject.toml's ranges (uv; CONSTRAINTS=FILE caps versions, e.g. torch).
 CONSTRAINTS ?=
 lock: install
-	$(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra dev \
+	$(VENV)/bin/uv pip compile -q --no-header pyproject.toml --extra book --extra sweep --extra export --extra dev \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) \
 	  -o requirements.lock.body
-	{ echo "# Exact versions of every package \`make book\` / \`make test\` install (the library, [book], [sweep], [dev])," ; \
+	{ echo "# Exact versions of every package \`make book\` / \`make test\` install (the library, [book], [sweep], [export], [dev])," ; \
 	  echo "# for Python 3.11 on x86-64 Linux, made by uv (\`make lock\`). pyproject.toml keeps the ranges." ; \
 	  cat requirements.lock.body ; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 	rm -f requirements.lock.body
@@ -39,8 +40,10 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will be skipped"; }
 
+# Two worker processes (pytest-xdist), each module's tests in one of them (tests/conftest.py schedules
+# them); TEST_WORKERS=0 runs the suite in this process.
 test: install browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 book: install
 	$(VENV)/bin/padim book

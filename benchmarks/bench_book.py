@@ -24,20 +24,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the book's embedded profile 
 
 import pandas as pd  # noqa: E402
 
-from padim_lib.datasets import Preprocess, make_synthetic  # noqa: E402
-from padim_lib.features import cache as featcache
-from padim_lib.paper import tables
+from padim_lib.datasets import make_synthetic  # noqa: E402
+from padim_lib.features import cache as featcache  # noqa: E402
+from padim_lib.paper import tables  # noqa: E402
+from padim_lib.paper.run import run  # noqa: E402
 from padim_lib.report.runner import PROFILES  # noqa: E402
 
 
 def tables_once(data: Path, results: Path, classes, seeds: int, workers, channels_last: bool) -> tuple[float, pd.DataFrame]:
     featcache.CHANNELS_LAST = channels_last  # the extractor's layout (a runtime choice, not in any key)
     p = PROFILES["embedded"]
-    common = dict(backbone=p["backbone"], preprocess=Preprocess(), results_dir=results, device="cpu",
-                  bootstrap=p["bootstrap"], torch_threads=1, progress=False, workers=workers)
+    common = dict(results_dir=results, device="cpu", bootstrap=p["bootstrap"], torch_threads=1, progress=False,
+                  workers=workers)
     t0 = time.perf_counter()
-    t1 = tables.run_table("Table I", data, classes, **common)
-    t2 = tables.run_table("Table II", data, classes, dims=p["dims"], seeds=seeds, **common)
+    t1 = run(tables.table1(data, classes, backbone=p["backbone"]), **common)
+    t2 = run(tables.table2(data, classes, backbone=p["backbone"], dims=p["dims"], seeds=seeds), **common)
     seconds = time.perf_counter() - t0
     rows = pd.concat([t1.results, t2.results]).drop(columns=["task_key"], errors="ignore")
     return seconds, rows.sort_values(["category", "label", "seed", "metric", "replicate"]).reset_index(drop=True)

@@ -1,9 +1,12 @@
 """padim_lib: a reference reproduction of PaDiM (Defard et al., ICPR 2020).
 
-Layers, lowest first: datasets -> features -> detectors (padim, baselines) -> metrics/evaluate
--> experiments -> results -> sweep -> tables/report -> runner/cli. A lower layer never imports a
-higher one. `PaDiM`, `open_dataset` and `evaluate` are importable from here; they are loaded on
-first use, so `import padim_lib` stays cheap (no torch).
+The sub-packages are the layers, lowest first: errors and io (atomic writes, model files, code
+digests) -> datasets -> features (backbones, extraction, cache) -> metrics (pure numerics) ->
+methods (the detectors: padim/, spade/, vae/) -> engine (configurations, tasks, results, sweeps) ->
+paper (the paper's studies, claims and published figures) -> report (the book) -> cli. A layer
+imports only the layers below it (tests/test_imports.py). `PaDiM`, `open_dataset` and `evaluate`
+are importable from here for interactive use; they are loaded on first use, so `import padim_lib`
+stays cheap (no torch).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ The chapters run once per session with tiny parameters (`built_book`, tests/conf
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from padim_lib.errors import PadimError
 from padim_lib.paper import tables
 from padim_lib.report import display as report
-from padim_lib.report import nbparams, runner
+from padim_lib.report import nbparams, runlog, runner
 from padim_lib.report.chapters import select_chapters, toc_chapters
 
 pytest_plugins = ["conftest_book"]
@@ -88,8 +90,10 @@ def test_overrides_reach_only_the_notebooks_that_declare_them():
     chapters = toc_chapters(REPO)
     values = dict(runner.PROFILES["embedded"], dims=[8, 16], crop=64)
     per = nbparams.notebook_parameters(chapters, values, explicit={"dims", "crop"})
-    assert per["table2_dimensionality"]["dims"] == [8, 16] and per["summary"]["dims"] == [8, 16]
-    assert "dims" not in per["table1_layers"] and "dims" not in per["intro"]
+    assert per["table2_dimensionality"]["dims"] == [8, 16]
+    # the summary declares no experiment parameter: it reads each chapter's from the run log
+    assert "dims" not in per["table1_layers"] and "dims" not in per["intro"] and "dims" not in per["summary"]
+    assert per["summary"]["profile"] == "embedded"
     assert per["table1_layers"]["crop"] == 64 and "crop" not in per["intro"]
     assert per["intro"]["profile"] == "embedded"
 
@@ -110,6 +114,55 @@ def test_cli_reports_bad_overrides_and_unknown_chapters(capsys):
     assert "unknown parameter(s) ['no_such_parameter']" in capsys.readouterr().err
     assert main(["book", "--profile", "embedded", "--only", "table3"]) == 2
     assert "unknown notebook(s) ['table3']" in capsys.readouterr().err
+
+
+def _fake_chapters(stems):
+    from padim_lib.report.chapters import Chapter
+
+    return [Chapter(s, Path(f"{s}.ipynb"), Path(f"_executed/{s}.ipynb")) for s in stems]
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_chapters_run_at_once_up_to_jobs_and_the_readers_wait_for_the_others(jobs):
+    import threading
+    import time
+
+    stems = ["a", "b", "c", "d", "summary", "intro"]
+    lock, now, peak, events = threading.Lock(), [0], [0], []
+
+    def run(i, chapter):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+            events.append(("start", chapter.stem, i))
+        time.sleep(0.05 * (1 + (chapter.stem == "a")))  # a is the slowest
+        with lock:
+            now[0] -= 1
+            events.append(("end", chapter.stem, i))
+
+    runner.run_chapters(_fake_chapters(stems), run, jobs=jobs, waits_for_earlier={"summary", "intro"})
+    assert peak[0] == min(jobs, 4)  # a..d overlap up to `jobs`; summary and intro run alone
+    # every chapter ran once, numbered by its place in the list
+    assert sorted(e[1:] for e in events if e[0] == "start") == sorted((s, i) for i, s in enumerate(stems, 1))
+    for reader in ("summary", "intro"):
+        start = events.index(("start", reader, stems.index(reader) + 1))
+        ended = {e[1] for e in events[:start] if e[0] == "end"}
+        assert ended >= set(stems[:stems.index(reader)]), (reader, events)
+
+
+def test_a_failing_chapter_stops_new_starts_and_is_raised():
+    started = []
+
+    def run(i, chapter):
+        started.append(chapter.stem)
+        if chapter.stem == "b":
+            raise PadimError("notebook b failed")
+
+    with pytest.raises(PadimError, match="notebook b failed"):
+        runner.run_chapters(_fake_chapters(["a", "b", "c", "summary"]), run, jobs=2, waits_for_earlier={"summary"})
+    assert "summary" not in started
+    with pytest.raises(PadimError, match="jobs=0"):
+        runner.build_book("embedded", root=REPO, jobs=0)
 
 
 @pytest.fixture
@@ -163,14 +216,12 @@ def test_comparability_names_every_difference_from_the_papers_setup(tmp_path):
     from conftest_book import make_tiny_data
 
     data = make_tiny_data(tmp_path / "data")
-    from padim_lib.datasets import Preprocess
-
-    ok, reasons = tables.comparability(data, "efficientnet_lite0", ["brick"], preprocess=Preprocess(128, 112),
-                                       max_train=5)
+    ok, reasons = tables.table1(data, ["brick"], backbone="efficientnet_lite0", resize=128, crop=112,
+                                max_train=5).comparability()
     assert not ok
     text = " | ".join(reasons)
-    for part in ("generated set, not MVTec AD", "1 of the 15 classes", "efficientnet_lite0", "128 / crop 112",
-                 "capped at 5"):
+    for part in ("generated set, not MVTec AD", "on efficientnet_lite0, not the paper's resnet18",
+                 "resized to 128, crop 112 (the paper: 256, crop 224)", "at most 5 training images"):
         assert part in text
     assert "not comparable" in report.comparability_note("embedded", ok, reasons)
 
@@ -230,15 +281,21 @@ def test_every_chapter_runs_with_tiny_parameters(built_book):
         errors = [o for c in code for o in c.outputs if o.output_type == "error"]
         assert not errors, f"{stem}: {errors[:1]}"
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        root = "stc_root" if stem == "stc" else "data_root"  # the STC chapter reads an STC tree only
-        assert len(injected) == 1 and built_book.params[root] in injected[0].source, stem
+        assert len(injected) == 1, stem
         # the parameters are shown once: the run's values over the defaults, the defaults cell hidden
         defaults = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         assert "remove-cell" in defaults.metadata["tags"], stem
+        if stem == runlog.STATISTICS_PAGE:  # reads the run log only: its one parameter is the profile
+            assert 'profile = "embedded"' in injected[0].source
+            continue
+        root = "stc_root" if stem == "stc" else "data_root"  # the STC chapter reads an STC tree only
+        assert built_book.params[root] in injected[0].source, stem
         assert '(default "data/synthetic' in injected[0].source, stem
     n = len(STEMS)
-    # the introduction (the toc's root, STEMS[0]) runs last: it lists how every other chapter ran
-    assert any(f"[{n}/{n}] {STEMS[0]}: done" in line for line in built_book.log)
+    # the introduction (the toc's root, STEMS[0]) lists how every other chapter ran, the execution
+    # statistics how long each took: they run last, in that order
+    assert any(f"[{n - 1}/{n}] {STEMS[0]}: done" in line for line in built_book.log)
+    assert any(f"[{n}/{n}] {runlog.STATISTICS_PAGE}: done" in line for line in built_book.log)
 
 
 def _glued(nb) -> dict[str, str]:
@@ -267,7 +324,11 @@ def test_text_values_are_glued_from_the_results(built_book):
     counts = [int(summary[f"s_n_{v.replace(' ', '_')}"]) for v in
               ("holds", "does not hold", "inconclusive", "not comparable", "not tested")]
     assert sum(counts) == int(summary["s_n_claims"]) > 0
-    assert counts[3] > 0  # tiny synthetic run: magnitude claims are not comparable
+    # tiny synthetic run: no claim of either kind is judged, every tested one is not comparable
+    assert counts[:3] == [0, 0, 0] and counts[3] > 0
+    assert int(summary["s_n_chapters"]) == 6 and int(summary["s_n_claims"]) > int(summary["s_n_distinct"])
+    origins = [int(summary[f"s_n_{o}"]) for o in ("quote", "paraphrase", "table")]
+    assert min(origins) > 0 and sum(origins) == int(summary["s_n_distinct"])
     det = _glued(nbformat.read(built_book.executed("detection"), as_version=4))
     assert det["det_n_classes"] == "2" and det["det_pub_vs_spade"] == "'+12.4 p.p.'"
     assert "p.p. (95 % CI" in det["det_vs_spade"] and "p.p. (95 % CI" in det["det_effnet_gain"]
@@ -284,6 +345,105 @@ def test_html_has_every_toc_page(built_book):
     for stem in STEMS:
         assert built_book.page(stem).is_file(), stem
     assert (built_book.root / "_build" / "html" / "book" / "references.html").is_file()
+
+
+# ----------------------------------------------------------------------------- a book readers can cite
+
+
+@functools.cache
+def _soup(path: Path):
+    """A built page, parsed once per session (the tests below read the same pages)."""
+    from bs4 import BeautifulSoup  # ships with the book's theme (pydata-sphinx-theme requires it)
+
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+def _article(path: Path):
+    return _soup(path).find("article")
+
+
+@pytest.mark.slow
+def test_execution_statistics_list_every_chapter_with_run_time_profile_hardware_and_date(built_book):
+    article = _article(built_book.page(runlog.STATISTICS_PAGE))
+    table = article.find("table")
+    assert [th.get_text(strip=True) for th in table.find("thead").find_all("th")] == [
+        "chapter", "run time", "profile", "hardware", "executed"]
+    rows = [[td.get_text(strip=True) for td in tr.find_all("td")] for tr in table.find("tbody").find_all("tr")]
+    others = [s for s in STEMS if s != runlog.STATISTICS_PAGE]
+    assert [r[0] for r in rows] == others
+    for chapter, run_time, profile, hardware, executed in rows:
+        assert re.fullmatch(r"\d+ s|\d+ min \d\d s|\d+ h \d\d min", run_time), (chapter, run_time)
+        assert profile == "embedded" and " cores, " in hardware and re.fullmatch(r"[\d-]+ [\d:]+ UTC", executed)
+    text = article.get_text(" ", strip=True)
+    assert f"All {len(others)} chapters have run. Their runs took " in text and "{glue" not in text
+
+
+def _cited_keys(text: str) -> set[str]:
+    return {k.strip() for keys in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text) for k in keys.split(",")}
+
+
+@pytest.mark.slow
+def test_every_chapter_cites_and_the_bibliography_holds_every_cited_entry(built_book):
+    from pybtex.database import parse_file  # sphinxcontrib-bibtex's parser
+
+    bib = parse_file(str(REPO / "book" / "references.bib")).entries
+    refs = _article(built_book.root / "_build" / "html" / "book" / "references.html")
+    entries = {div["id"]: div.get_text(" ", strip=True) for div in refs.select("div.citation")}
+    assert len(entries) == len(bib)  # the page lists the whole of references.bib (`:all:`)
+    targets: set[str] = set()
+    for stem in STEMS:
+        links = [a for a in _article(built_book.page(stem)).select("a.reference.internal")
+                 if "references.html#" in a.get("href", "")]
+        assert links, f"{stem}: no citation"
+        for a in links:
+            target = a["href"].rsplit("#", 1)[1]
+            assert target in entries, f"{stem}: citation {a.get_text()!r} points at no bibliography entry"
+            targets.add(target)
+    notebooks = [nbformat.read(REPO / "book" / f"{s}.ipynb", as_version=4) for s in STEMS]
+    # citations in the text, in figure captions (cell metadata) and on the plain pages
+    cited = set().union(*(_cited_keys(c.source + json.dumps(c.metadata)) for nb in notebooks for c in nb.cells),
+                        *(_cited_keys(p.read_text()) for p in (REPO / "book").glob("*.md")))
+    assert cited <= set(bib) and len(targets) == len(cited)  # one entry per cited key, each reached
+    texts = " ".join(entries.values()).casefold()
+    for key in cited:
+        title = re.sub(r"[{}]", "", bib[key].fields["title"]).replace("--", "–").casefold()
+        assert title in texts, f"{key}: {title!r} not on the bibliography page"
+
+
+@pytest.mark.slow
+def test_every_page_can_be_downloaded_and_offers_no_launch_without_a_repository(built_book):
+    from padim_lib.report.chapters import toc_files
+
+    html = built_book.root / "_build" / "html"
+    for entry in toc_files(built_book.root):
+        page = html / f"{entry}.html"
+        soup = _soup(page)
+        source = soup.select_one("a.btn-download-source-button")
+        assert source is not None and soup.select_one(".btn-download-pdf-button") is not None, entry
+        assert (page.parent / source["href"]).resolve().is_file(), f"{entry}: {source['href']}"
+        assert source.get_text(strip=True) == (".ipynb" if "/_executed/" in entry else ".md"), entry
+        # _config.yml has no repository.url: the launch buttons stay off (tests/test_reproduction.py: on)
+        assert soup.select_one(".dropdown-launch-buttons") is None, entry
+
+
+@pytest.mark.slow
+def test_summary_ends_with_a_reproducibility_report_of_computed_values(built_book):
+    article = _article(built_book.page("summary"))
+    report = article.find(id="reproducibility-report")
+    assert report is not None
+    headings = [h.get_text(strip=True).rstrip("#").replace("\u2019", "'") for h in report.find_all("h3")]
+    assert headings == ["Scope of reproducibility", "Methodology", "Results", "What was easy",
+                        "What was difficult", "What differs from the paper's set-up",
+                        "Communication with the original authors"]
+    text = report.get_text(" ", strip=True).replace("\u2019", "'")  # MyST prints typographic apostrophes
+    assert "{glue" not in text and "do not come from the paper's set-up" in text
+    differs = report.find(id="what-differs-from-the-paper-s-set-up")
+    items = [li.get_text(" ", strip=True) for li in differs.find_all("li")]
+    assert any("generated set, not MVTec AD" in i and "Table I" in i for i in items), items
+    assert any("efficientnet_lite0" in i for i in items), items
+    glued = _glued(nbformat.read(built_book.executed("summary"), as_version=4))
+    assert int(glued["rr_n_differences"]) == len(items) and glued["rr_n_parts"] == "6"
+    assert int(glued["rr_n_comparable"]) == 0  # the tiny run is the paper's set-up nowhere
 
 
 # ----------------------------------------------------------------------------- chapter helpers
@@ -345,15 +505,15 @@ def test_comparison_table_sets_reproduced_ci_published_and_difference_side_by_si
 
 
 def test_table_configs_name_the_run_and_keep_the_published_row():
-    t1 = tables.table_configs("Table I", backbone="efficientnet_lite0", resize=128, crop=112)
+    t1 = tables.table1_configs("efficientnet_lite0", resize=128, crop=112)
     assert [c.label for c in t1] == ["Layer 1", "Layer 2", "Layer 3", "Layer 1+2+3", "PaDiM-Lite0"]
     joint = next(c for c in t1 if tables.config_role("Table I", c) == "joint")
     assert joint.published_row == "PaDiM-R18" and all(c.preprocess.crop == 112 for c in t1)
-    t2 = tables.table_configs("Table II", backbone="efficientnet_lite0", dims=[40, 80], seeds=3)
+    t2 = tables.table2_configs("efficientnet_lite0", dims=[40, 80], seeds=3)
     rd = [c for c in t2 if (c.reduce or "").startswith("random")]
     assert len(rd) == 6 and sorted({c.seed for c in rd}) == [0, 1, 2]
     with pytest.raises(PadimError, match="Table III"):
-        tables.table_configs("Table III", backbone="resnet18")
+        tables.config_role("Table III", t1[0])
 
 
 def test_patch_vectors_and_embedding_match_a_hand_aligned_concatenation():

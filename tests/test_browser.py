@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from padim_lib.report import runlog
 from padim_lib.report.chapters import toc_chapters, toc_files
 
 pytest_plugins = ["conftest_book"]
@@ -90,6 +91,39 @@ def test_table1_page_holds_its_table_and_figures(doms, built_book):
     page_dir = built_book.page("table1_layers").parent
     for src in images:  # every figure is a file of the built site (nothing points elsewhere)
         assert (page_dir / src).resolve().is_file(), src
+
+
+def test_execution_statistics_page_shows_every_chapter(doms, built_book):
+    dom = doms[f"book/_executed/{runlog.STATISTICS_PAGE}"]
+    table = re.search(r"<table\b.*?</table>", dom, flags=re.S)
+    assert table is not None, "no statistics table"
+    cells = re.findall(r"<td\b[^>]*>([^<]*)</td>", table.group(0))
+    for chapter in toc_chapters(built_book.root):
+        if chapter.stem != runlog.STATISTICS_PAGE:
+            assert chapter.stem in cells, f"{chapter.stem} is not in the execution statistics"
+
+
+def test_citations_link_to_bibliography_entries(doms):
+    entries = set(re.findall(r'<div\b[^>]*\bclass="citation"[^>]*\bid="([^"]+)"', doms["book/references"]))
+    assert entries, "the bibliography page lists no entry"
+    for page, dom in doms.items():
+        if page.startswith("book/_executed/"):
+            targets = set(re.findall(r'href="[^"]*references\.html#([^"]+)"', dom))
+            assert targets and targets <= entries, f"{page}: citations {sorted(targets)}, entries {sorted(entries)}"
+
+
+def test_summary_shows_the_reproducibility_report(doms):
+    dom = doms["book/_executed/summary"]
+    report = dom[dom.index('id="reproducibility-report"'):]
+    for heading in ("Scope of reproducibility", "What was easy", "What was difficult",
+                    "What differs from the paper"):
+        assert heading in report, heading
+    assert "{glue" not in report and "generated set, not MVTec AD" in report
+
+
+def test_every_page_offers_its_download_menu(doms):
+    for page, dom in doms.items():
+        assert "btn-download-source-button" in dom and "btn-download-pdf-button" in dom, page
 
 
 def test_screenshot_of_the_table1_page(built_book, tmp_path):

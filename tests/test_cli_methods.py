@@ -10,36 +10,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from sklearn.base import BaseEstimator
 
 from padim_lib.cli import main
 from padim_lib.datasets import make_synthetic
 from padim_lib.errors import PadimError
 from padim_lib.io.atomic import atomic_torch_save
 from padim_lib.methods import registry as detectors
-from padim_lib.methods.base import Detector
+from padim_lib.methods.base import ImageDetector
 from padim_lib.methods.padim.detector import PaDiM
 from padim_lib.methods.params import Param, at_least
 from padim_lib.methods.postprocess import anomaly_maps
-from padim_lib.methods.registry import MethodSpec, load_detector
+from padim_lib.methods.registry import load_detector, method
 
 FORMAT = "tests.toy_mean"
 
 
-class ToyMean(BaseEstimator, Detector):
+@method("toy_mean", description="toy: distance to the mean training image", file_format=FORMAT, register_now=False,
+        params={"scale": Param((float,), "multiplies the map", at_least(0, strict=True))})
+class ToyMean(ImageDetector):
     """Map: scale * ||x - mean training image|| per pixel, smoothed; score: max of the map."""
 
-    method = "toy_mean"
-    uses_features = False
+    fitted_attribute = "mean_"
 
     def __init__(self, scale: float = 1.0, sigma: float = 4.0, meta: dict | None = None):
         self.scale = scale
         self.sigma = sigma
         self.meta = meta
-
-    @classmethod
-    def from_config(cls, config, *, device="auto", progress=False):
-        return cls(scale=config.params["scale"], sigma=config.sigma)
 
     @staticmethod
     def _images(X) -> torch.Tensor:
@@ -67,13 +63,12 @@ class ToyMean(BaseEstimator, Detector):
         return est
 
 
-SPEC = detectors.register(MethodSpec(
-    name="toy_mean",
-    target=f"{__name__}:ToyMean",
-    params={"scale": Param(1.0, (float,), "multiplies the map", at_least(0, strict=True))},
-    description="toy: distance to the mean training image",
-    file_format=FORMAT,
-))
+@pytest.fixture(autouse=True, scope="module")
+def toy_registered():
+    detectors.register(ToyMean.spec)
+    yield ToyMean.spec
+    detectors.unregister(ToyMean.spec.name)
+
 
 CATEGORY = "washer"
 COMMON = ["--data", None, "--category", CATEGORY, "--device", "cpu"]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 
 from padim_lib.datasets import make_synthetic
 from padim_lib.engine import studyfile as study
@@ -25,27 +25,28 @@ from padim_lib.engine.config import ExperimentConfig
 from padim_lib.engine.task import Task, run_task
 from padim_lib.errors import PadimError
 from padim_lib.methods import registry as detectors
-from padim_lib.methods.base import Detector
+from padim_lib.methods.base import ImageDetector
 from padim_lib.methods.params import Param, at_least
 from padim_lib.methods.postprocess import anomaly_maps
-from padim_lib.methods.registry import MethodSpec
+from padim_lib.methods.registry import method
 
 HERE = Path(__file__).resolve().parent
 
 
-class MeanDistance(BaseEstimator, Detector):
-    """Map: scale * ||x - mean training image|| per pixel, smoothed; score: max of the map."""
+@method("mean_distance", description="toy: distance to the mean training image", register_now=False,
+        params={"scale": Param((float,), "multiplies the map", at_least(0, strict=True))})
+class MeanDistance(ImageDetector):
+    """Map: scale * ||x - mean training image|| per pixel, smoothed; score: max of the map.
 
-    method = "mean_distance"
-    uses_features = False
+    Declared here and nowhere else: the fixture below registers it in this process; a kernel or a
+    CLI process loads this module as a plugin ($PADIM_METHODS); sweep workers get its spec with the task.
+    """
+
+    fitted_attribute = "mean_"
 
     def __init__(self, scale: float = 1.0, sigma: float = 4.0):
         self.scale = scale
         self.sigma = sigma
-
-    @classmethod
-    def from_config(cls, config, *, device="auto", progress=False):
-        return cls(scale=config.params["scale"], sigma=config.sigma)
 
     @staticmethod
     def _stack(X) -> torch.Tensor:
@@ -56,18 +57,18 @@ class MeanDistance(BaseEstimator, Detector):
         return self
 
     def predict(self, X):
+        self._check_fitted()
         images = self._stack(X)
         dist = (images - self.mean_).pow(2).sum(1).sqrt() * self.scale
         maps = anomaly_maps(dist, tuple(images.shape[-2:]), float(self.sigma))
         return maps.numpy(), maps.flatten(1).amax(1).numpy()
 
 
-SPEC = detectors.register(MethodSpec(
-    name="mean_distance",
-    target=f"{__name__}:MeanDistance",
-    params={"scale": Param(1.0, (float,), "multiplies the map", at_least(0, strict=True))},
-    description="toy: distance to the mean training image",
-))
+@pytest.fixture(autouse=True, scope="module")
+def toy_registered():
+    detectors.register(MeanDistance.spec)
+    yield MeanDistance.spec
+    detectors.unregister(MeanDistance.spec.name)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,11 @@ from padim_lib.engine.task import (
     example_indices,
     label_rows,
     run_task,
-    table1_configs,
-    table2_configs,
 )
 from padim_lib.errors import PadimError
 from padim_lib.features import cache as featcache
 from padim_lib.metrics.image import image_auroc
+from padim_lib.paper.tables import table1_configs, table2_configs
 
 SMALL = dict(resize=72, crop=64)  # 16 x 16 finest grid: fast
 B = 20
@@ -162,14 +161,15 @@ def test_example_indices():
 def test_table1_configs():
     cfgs = table1_configs("resnet18", resize=300)
     assert [c.label for c in cfgs] == ["Layer 1", "Layer 2", "Layer 3", "Layer 1+2+3", "PaDiM-R18"]
-    assert [c.published_row for c in cfgs] == [c.label for c in cfgs]
+    assert [c.published_row for c in cfgs] == [c.label for c in cfgs]  # on ResNet18 the names are the paper's
     assert [c.layers for c in cfgs[:3]] == [("layer1",), ("layer2",), ("layer3",)]
     assert cfgs[3].layer_mode == "sum" and cfgs[4].layer_mode == "concat"
     assert cfgs[3].layers == cfgs[4].layers == ("layer1", "layer2", "layer3")
     assert all(c.preprocess.resize == 300 and c.reduce is None for c in cfgs)
     assert len({c.key() for c in cfgs}) == 5
     lite = table1_configs("efficientnet_lite0")
-    assert lite[0].layers == ("_blocks.2",) and lite[-1].label == "PaDiM-R18"
+    assert lite[0].layers == ("_blocks.2",) and lite[-1].label == "PaDiM-Lite0"  # named after what runs
+    assert lite[-1].published_row == "PaDiM-R18"  # and set against the paper's figure
     with pytest.raises(PadimError, match="label"):
         table1_configs(label="x")
     with pytest.raises(PadimError, match="colour"):

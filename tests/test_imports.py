@@ -87,3 +87,54 @@ def test_no_module_is_over_500_lines():
     long = {p.relative_to(ROOT).as_posix(): n for p in ROOT.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 500}
     assert long == {}
+
+
+# Each layer (a sub-package, or errors.py) and the layers it may import: only downward. metrics is
+# pure numerics; io and errors are the floor. The package's __init__ (the version, and the public
+# names loaded on first use) may be imported by any layer; it imports errors only. __main__ runs the CLI.
+ORDER = ("errors", "io", "datasets", "features", "metrics", "methods", "engine", "paper", "report", "cli")
+ALLOWED: dict[str, set[str]] = {layer: set(ORDER[:i]) for i, layer in enumerate(ORDER)}
+ALLOWED["metrics"] = {"errors"}
+ALLOWED["datasets"] = {"errors", "io"}
+ALLOWED["features"] = {"errors", "io", "datasets"}
+ALLOWED["__init__"] = {"errors"}
+ALLOWED["__main__"] = {"cli"}
+for _layer in ORDER:
+    ALLOWED[_layer].add("__init__")
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'a -> b' for every import of a layer that `ALLOWED` does not let `a`'s layer import."""
+    out = []
+    for module, imported in graph.items():
+        layer = layer_of(module)
+        for other in sorted(imported):
+            target = layer_of(other)
+            if target != layer and target not in ALLOWED[layer]:
+                out.append(f"{module} -> {other}")
+    return out
+
+
+def test_every_module_belongs_to_a_layer_and_imports_only_downward():
+    graph = import_graph()
+    assert {layer_of(m) for m in graph} == set(ALLOWED)
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_rule_catches_an_upward_import():
+    graph = {"padim_lib.metrics.image": {"padim_lib.methods.registry"}, "padim_lib.cli": {"padim_lib.paper.run"},
+             "padim_lib.engine.task": {"padim_lib.report.plots"}}
+    assert upward_imports(graph) == ["padim_lib.metrics.image -> padim_lib.methods.registry",
+                                     "padim_lib.engine.task -> padim_lib.report.plots"]
+
+
+def test_at_most_twelve_top_level_modules_and_small_modules():
+    top = sorted(p.name for p in ROOT.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
+    assert len(top) <= 12, top
+    long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long

@@ -376,3 +376,27 @@ def test_image_scores_equal_sklearn_weights():
         fast.auroc(np.full(16, 0.5))
     with pytest.raises(PadimError, match="labels: .*no defective"):
         ImageScores(np.zeros(4), np.arange(4.0))
+
+
+def test_pooled_auroc_from_quantiles_is_within_a_tenth_of_a_point_of_the_exact_pooled_one():
+    """Three test sets with their scores on different scales (like STC's scenes): the pixel AUROC of all
+    their pixels ranked together, from each set's 1000 quantiles, against the exact one; one set alone
+    gives its own AUROC; the pooled value is not the mean of the three."""
+    from padim_lib.metrics.pooled import pooled_auroc, score_quantiles
+
+    rng = np.random.default_rng(0)
+    sets = []
+    for scale, shift in ((1.0, 0.0), (3.0, 2.0), (0.5, -1.0)):
+        masks = np.zeros((6, 32, 32), np.uint8)
+        masks[:3, 8:16, 8:20] = 1
+        sets.append((masks, ((rng.normal(0, 1, masks.shape) + 1.5 * masks) * scale + shift).astype(np.float32)))
+    summaries = [score_quantiles(m, x) for m, x in sets]
+    assert summaries[0]["pixel_quantiles_normal"].shape == (1000,) and int(summaries[0]["pixel_count_defect"]) == 3 * 96
+    exact = pixel_auroc(np.concatenate([m for m, _ in sets]), np.concatenate([x for _, x in sets]))
+    assert pooled_auroc(summaries) == pytest.approx(exact, abs=1e-3)
+    singles = [pixel_auroc(m, x) for m, x in sets]
+    for (m, x), single in zip(sets, singles, strict=True):
+        assert pooled_auroc([score_quantiles(m, x)]) == pytest.approx(single, abs=1e-3)
+    assert abs(float(np.mean(singles)) - exact) > 0.05  # the two averagings differ here
+    with pytest.raises(PadimError, match="all defect-free"):
+        pooled_auroc([score_quantiles(np.zeros((1, 4, 4)), np.ones((1, 4, 4)))])

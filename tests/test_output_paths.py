@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -28,7 +29,6 @@ import numpy as np
 import pytest
 
 from padim_lib.cli import main
-from padim_lib.datasets import make_synthetic
 from padim_lib.errors import PadimError
 from padim_lib.io.atomic import TMP_MARK, atomic_write, check_output
 
@@ -40,14 +40,14 @@ FULL, NULL = 7, 3  # minor numbers of the memory devices "full" and "null" (majo
 
 # ------------------------------------------------------------------------------ the workspace
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Path:
+def ws(cli_workspace, tmp_path_factory) -> Path:
     """A tiny synthetic class, a model fitted once on it, the reference outputs of evaluate, a study."""
     ws = tmp_path_factory.mktemp("ws")
-    make_synthetic(ws / "syn", seed=0, n_train=3, n_test_good=2, n_test_defect=2, size=64, categories=[CATEGORY])
-    # The shipped Lite0 weights: a model of --no-pretrained draws its backbone again at each load,
-    # so only a pretrained one scores the same twice (the outputs are compared with references).
-    fit = ["fit", "--data", str(ws / "syn"), "--category", CATEGORY, *SMALL]
-    assert main([*fit, "--out", str(ws / "model.pt")]) == 0
+    # syn/ and model.pt (tests/conftest.py), fitted with the shipped Lite0 weights: a model of
+    # --no-pretrained draws its backbone again at each load, so only a pretrained one scores the same
+    # twice (the outputs are compared with references)
+    shutil.copytree(cli_workspace, ws, dirs_exist_ok=True)
+    assert CATEGORY == "washer" and (ws / "syn" / CATEGORY).is_dir()
     evaluate = ["evaluate", "--data", str(ws / "syn"), "--category", CATEGORY, "--model", str(ws / "model.pt")]
     assert main([*evaluate, "--device", "cpu", "--json", str(ws / "ref.json"), "--save-maps", str(ws / "ref.npz")]) == 0
     (ws / "study.yaml").write_text(

@@ -136,9 +136,14 @@ while True:  # keep rewriting until killed: the kill lands in the middle of some
 def test_writer_killed_mid_write_leaves_no_partial_rows(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     stranded = 0
-    for delay in (0.05, 0.4, 0.9):
+    for delay in (0.05, 0.4, None):
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=env)
         assert proc.stdout.readline().strip() == b"ready"
+        if delay is None:  # the last writer is killed after one complete write, however long that takes
+            deadline = time.monotonic() + 120
+            while not ResultStore(tmp_path).has("big") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            delay = 0.05
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 import warnings
 
 import numpy as np
@@ -189,10 +188,11 @@ def test_fit_predict_on_images_with_a_random_resnet18():
 
 
 def test_from_config_reads_the_common_fields_and_params():
-    config = types.SimpleNamespace(
-        method="spade", backbone="resnet18", layers=("layer1", "layer2"), layer_mode="sum", sigma=2.0,
-        max_train=7, pretrained=False, weights=None, params={"k": 5, "kappa": 2},
-    )
+    from padim_lib.engine.config import ExperimentConfig
+
+    fields = dict(method="spade", backbone="resnet18", layers=("layer1", "layer2"), layer_mode="sum", sigma=2.0,
+                  max_train=7, pretrained=False)
+    config = ExperimentConfig(**fields, params={"k": 5, "kappa": 2})
     est = SPADE.from_config(config, device="cpu")
     got = est.get_params()
     assert {x: got[x] for x in ("backbone", "layers", "layer_mode", "sigma", "max_train", "k", "n_gallery",
@@ -200,8 +200,8 @@ def test_from_config_reads_the_common_fields_and_params():
         "backbone": "resnet18", "layers": ("layer1", "layer2"), "layer_mode": "sum", "sigma": 2.0,
         "max_train": 7, "k": 5, "n_gallery": 50, "kappa": 2, "global_layer": None, "pretrained": False,
     }
-    with pytest.raises(PadimError, match="unknown parameter"):
-        SPADE.from_config(types.SimpleNamespace(**{**vars(config), "params": {"K": 3}}))
+    with pytest.raises(PadimError, match="unknown parameter"):  # checked by the configuration, before any detector
+        ExperimentConfig(**fields, params={"K": 3})
 
 
 def test_max_train_keeps_the_first_images():

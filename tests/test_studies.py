@@ -14,10 +14,13 @@ from padim_lib.engine import studyfile as study
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
 from padim_lib.features.cache import data_identity
-from padim_lib.paper.detection import B5_LITERAL_LAYERS, detection_configs, scaled_rd
-from padim_lib.paper.nonaligned import ALIGNED, method_configs, run_nonaligned
-from padim_lib.paper.stc import run_stc, stc_configs
-from padim_lib.paper.study import rd_label, spread_over_versions
+from padim_lib.paper import detection, nonaligned
+from padim_lib.paper import stc as stc_study
+from padim_lib.paper.catalog import rd_at_paper_ratio
+from padim_lib.paper.detection import B5_LITERAL_LAYERS, rd_label
+from padim_lib.paper.nonaligned import ALIGNED
+from padim_lib.paper.run import run, spread_over_versions
+from padim_lib.paper.tables import PRESETS
 
 TINY_STC = dict(scenes=2, train_clips=2, test_clips=1, train_frames=10, test_frames=12, height=48, width=64)
 SMALL = Preprocess(resize=64, crop=None)
@@ -67,59 +70,75 @@ def test_sweep_tasks_cover_the_scenes(stc):
 
 
 def test_stc_study_runs_and_reuses_the_cache(stc, tmp_path):
-    configs = stc_configs(backbone="efficientnet_lite0", rd=20, spade_backbone=None, max_train=8, preprocess=SMALL)
-    run = run_stc(stc, ["01"], configs, results_dir=tmp_path, device="cpu", bootstrap=3, progress=False, workers=1)
-    rows = run.results
+    study = stc_study.stc(stc, ["01"], stc_backbone="efficientnet_lite0", stc_rd=20, stc_spade_backbone=None,
+                          stc_max_train=8, stc_resize=64)
+    kwargs = dict(results_dir=tmp_path, device="cpu", bootstrap=3, progress=False, workers=1)
+    done = run(study, **kwargs)
+    rows = done.results
     assert set(rows["metric"]) == {"image_auroc", "pixel_auroc", "pro"}
     assert set(rows["label"]) == {"PaDiM-Lite0-Rd20"} and set(rows["published_row"]) == {"PaDiM-R18-Rd100"}
-    assert int(run.artifacts("PaDiM-Lite0-Rd20", "01")["n_train"]) == 8
-    comparison = run.comparison()
+    assert int(done.artifacts("PaDiM-Lite0-Rd20", "01")["n_train"]) == 8
+    comparison = done.comparison()
     hit = comparison[(comparison["metric"] == "pixel_auroc") & (comparison["group"] == "all")]
     assert float(hit["published"].iloc[0]) == 91.2
-    pub = run.published()
+    pub = done.published()
     assert pub.to_dict("records") == [{"group": "all", "label": "PaDiM-Lite0-Rd20", "metric": "pixel_auroc",
                                        "value": pytest.approx(0.912)}]
-    assert run.stand_ins().loc["PaDiM-Lite0-Rd20", "set against (paper)"] == "PaDiM-R18-Rd100"
-    fpr, tpr = run.curves("pixel_roc")["01"]["PaDiM-Lite0-Rd20"]
+    assert done.stand_ins().loc["PaDiM-Lite0-Rd20", "set against (paper)"] == "PaDiM-R18-Rd100"
+    fpr, tpr = done.curves("pixel_roc")["01"]["PaDiM-Lite0-Rd20"]
     assert fpr[0] == 0 and tpr[-1] == 1
     from matplotlib.figure import Figure
 
     from padim_lib.paper.stc import frame_counts
     from padim_lib.report.study_plots import scene_figure
 
-    assert isinstance(scene_figure(run.summary(), run.labels(), pub, ("pixel_auroc", "image_auroc")), Figure)
-    assert frame_counts(run) == {"train": 8, "test": 12}
-    again = run_stc(stc, ["01"], configs, results_dir=tmp_path, device="cpu", bootstrap=3, progress=False, workers=1)
+    assert isinstance(scene_figure(done.summary(), done.labels(), pub, ("pixel_auroc", "image_auroc")), Figure)
+    assert frame_counts(done) == {"train": 8, "test": 12}
+    # the two ways to combine scenes (the paper states neither): on one scene they are the same number
+    both = stc_study.averages(done).set_index("metric")
+    assert list(both.index) == ["pixel_auroc", "image_auroc"] and (both["n_scenes"] == 1).all()
+    assert both.loc["image_auroc", "pooled"] == pytest.approx(both.loc["image_auroc", "mean"], abs=1e-12)
+    assert both.loc["pixel_auroc", "pooled"] == pytest.approx(both.loc["pixel_auroc", "mean"], abs=1e-3)
+    again = run(study, **kwargs)
     pd.testing.assert_frame_equal(again.results, rows)
     with pytest.raises(PadimError, match="STC layout"):
-        run_stc(tmp_path, None, configs, results_dir=tmp_path)
+        stc_study.stc(tmp_path)
 
 
 # ----------------------------------------------------------------------------- configurations
+def _detection(**kw):
+    return [e.config for e in detection.detection_entries(**kw)]
+
+
 def test_detection_configs_and_stand_ins():
-    assert scaled_rd("wide_resnet50_2") == 550 and scaled_rd("efficientnet_lite0") == 54
-    configs = detection_configs(rd_backbone="wide_resnet50_2", rd=550, effnet_backbones=["efficientnet_b5"],
-                                effnet_literal_layers=B5_LITERAL_LAYERS, spade_backbone="wide_resnet50_2")
+    assert rd_at_paper_ratio("PaDiM-WR50-Rd550", "wide_resnet50_2") == 550
+    assert rd_at_paper_ratio("PaDiM-WR50-Rd550", "efficientnet_lite0") == 54
+    configs = _detection(rd_backbone="wide_resnet50_2", rd=550, effnet_backbones=["efficientnet_b5"],
+                         effnet_literal_layers=B5_LITERAL_LAYERS, spade_backbone="wide_resnet50_2")
     assert [c.label for c in configs] == ["PaDiM-WR50-Rd550", "PaDiM-B5 (levels)", "PaDiM-B5 (literal)", "SPADE-WR50"]
     assert [c.published_row for c in configs] == ["PaDiM-WR50-Rd550", "PaDiM-EfficientNet-B5",
                                                   "PaDiM-EfficientNet-B5", "SPADE"]
     assert configs[1].resolved_layers() == ("features.2", "features.4", "features.5")
     assert configs[2].resolved_layers() == B5_LITERAL_LAYERS and configs[3].method == "spade"
-    embedded = detection_configs(rd_backbone="efficientnet_lite0", rd=54,
-                                 effnet_backbones=["efficientnet_lite0", "efficientnet_lite2"], spade_backbone=None)
+    embedded = _detection(rd_backbone="efficientnet_lite0", rd=54,
+                          effnet_backbones=["efficientnet_lite0", "efficientnet_lite2"], spade_backbone=None)
     assert [c.label for c in embedded] == ["PaDiM-Lite0-Rd54", "PaDiM-Lite0", "PaDiM-Lite2"]
     assert rd_label("resnet18", None) == "PaDiM-R18"
     with pytest.raises(PadimError, match="effnet_backbones"):
-        detection_configs(rd_backbone="resnet18", rd=None, effnet_backbones=[])
+        _detection(rd_backbone="resnet18", rd=None, effnet_backbones=[])
+
+
+def _methods(**kw):
+    return [e.config for e in nonaligned.method_entries(**kw)]
 
 
 def test_nonaligned_method_configs():
-    configs = method_configs(padim_backbone="efficientnet_lite0", rd=20, spade_backbone="efficientnet_lite0",
-                             vae_params={"epochs": 1}, vae_pretrained=False)
+    configs = _methods(padim_backbone="efficientnet_lite0", rd=20, spade_backbone="efficientnet_lite0",
+                       vae_params={"epochs": 1}, vae_pretrained=False)
     assert [c.label for c in configs] == ["PaDiM", "SPADE", "VAE"]
     assert configs[2].method == "vae" and configs[2].params["epochs"] == 1 and not configs[2].pretrained
-    assert [c.label for c in method_configs(padim_backbone="resnet18", rd=None, spade_backbone=None,
-                                            vae_params=None)] == ["PaDiM"]
+    assert [c.label for c in _methods(padim_backbone="resnet18", rd=None, spade_backbone=None,
+                                      vae_params=None)] == ["PaDiM"]
 
 
 # ----------------------------------------------------------------------------- versions
@@ -141,28 +160,29 @@ def test_spread_over_versions():
 
 
 def test_nonaligned_run_end_to_end(mvtec, tmp_path):
-    configs = method_configs(padim_backbone="efficientnet_lite0", rd=20, spade_backbone=None, vae_params=None)
-    run = run_nonaligned(mvtec, None, configs, n_versions=2, out_dir=tmp_path / "versions",
-                         aligned_preprocess=Preprocess(resize=72, crop=64), results_dir=tmp_path / "res",
-                         device="cpu", bootstrap=3, progress=False, workers=1)
-    assert run.version_names() == ["seed0", "seed1"]
+    study = nonaligned.nonaligned(mvtec, "all", na_versions=2, na_versions_dir=tmp_path / "versions",
+                                  na_backbone="efficientnet_lite0", na_rd=20, na_spade_backbone=None, na_vae_params=None,
+                                  resize=72, crop=64)
+    done = run(study, results_dir=tmp_path / "res", device="cpu", bootstrap=3, progress=False, workers=1)
+    assert done.version_names() == ["seed0", "seed1"]
     assert (tmp_path / "versions" / "set" / "seed1" / "dataset.json").is_file()
-    assert len(run.study.tasks) == 3 and set(run.study.results["data_root"]) == {str(mvtec), *run.version_roots}
-    drops = run.drops().set_index("label")
-    aligned = run.summary(ALIGNED)
+    roots = {done.version_root(v) for v in done.version_names(main=True)}
+    assert len(done.tasks) == 3 and set(done.results["data_root"]) == roots and str(mvtec) in roots
+    drops = done.drops().set_index("label")
+    aligned = done.summary(ALIGNED)
     a = aligned[(aligned["metric"] == "pixel_auroc") & (aligned["group"] == "all")]["value"].iloc[0]
     per = [s[(s["metric"] == "pixel_auroc") & (s["group"] == "all")]["value"].iloc[0]
-           for s in (run.summary("seed0"), run.summary("seed1"))]
+           for s in (done.summary("seed0"), done.summary("seed1"))]
     assert drops.loc["PaDiM", "drop"] == pytest.approx(100 * (a - np.mean(per)))
     assert drops.loc["PaDiM", "drop_std"] == pytest.approx(100 * np.std(per, ddof=1))
     assert drops.loc["PaDiM", "published_drop"] == 5.3 and drops.loc["PaDiM", "n_versions"] == 2
     with pytest.raises(PadimError, match="version"):
-        run.summary("seed7")
+        done.summary("seed7")
     from matplotlib.figure import Figure
 
     from padim_lib.report.study_plots import nonaligned_figure
 
-    assert isinstance(nonaligned_figure(run), Figure)
+    assert isinstance(nonaligned_figure(done), Figure)
 
 
 # ----------------------------------------------------------------------------- example studies
@@ -173,7 +193,7 @@ def test_example_studies_expand(name, stc, mvtec):
     spec = study.load_study(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml")
     is_stc = "stc" in name
     spec["data_root"] = str(stc if is_stc else mvtec)
-    tasks = study.expand(spec, source=name)
+    tasks = study.expand(spec, source=name, presets=PRESETS)
     labels = {t.config.label for t in tasks}
     if is_stc:
         assert sorted({t.category for t in tasks}) == ["01", "02"]
@@ -187,7 +207,7 @@ def test_example_studies_expand(name, stc, mvtec):
 
 # ----------------------------------------------------------------------------- helpers
 def test_class_subset(mvtec, tmp_path):
-    from padim_lib.paper.study import class_subset
+    from padim_lib.paper.study import one_of_each as class_subset
 
     two = make_synthetic(tmp_path / "two", seed=0, n_train=2, n_test_good=1, n_test_defect=1, size=32,
                          categories=["washer", "brick"])
@@ -197,21 +217,17 @@ def test_class_subset(mvtec, tmp_path):
 
 
 def test_comparability_names_every_difference(mvtec, stc):
-    from padim_lib.paper import detection
-    from padim_lib.paper import stc as stc_study
-    from padim_lib.paper.study import comparability
-
-    configs = detection_configs(rd_backbone="efficientnet_lite0", rd=54, effnet_backbones=["efficientnet_b5"],
-                                spade_backbone="wide_resnet50_2")
-    ok, reasons = comparability(mvtec, None, configs, detection.PAPER_BACKBONES, preprocess=Preprocess())
+    study = detection.detection(mvtec, det_rd_backbone="efficientnet_lite0", det_rd=54,
+                                det_effnet_backbones=["efficientnet_b5"], det_effnet_literal_layers=None)
+    ok, reasons = study.comparability()
     assert not ok and any("generated set" in r for r in reasons)
-    assert any("PaDiM-Lite0-Rd54 runs efficientnet_lite0, not the paper's wide_resnet50_2" in r for r in reasons)
+    assert any("PaDiM-Lite0-Rd54 stands in for PaDiM-WR50-Rd550 on efficientnet_lite0" in r for r in reasons)
     assert not any("B5" in r or "SPADE" in r for r in reasons)  # those run the paper's networks
-    configs = stc_configs(backbone="resnet18", rd=100, spade_backbone="wide_resnet50_2")
-    ok, reasons = stc_study.comparability(stc, None, configs, preprocess=SMALL, max_train=5)
-    assert not ok and len(reasons) == 3  # generated set, 64 px, training frames capped
-    assert stc_study.comparability(stc, None, configs[:1], preprocess=Preprocess(256, None))[1] == [
-        f"the data at {stc} is a generated set, not ShanghaiTech Campus"]
+    small = stc_study.stc(stc, stc_backbone="resnet18", stc_rd=100, stc_resize=64, stc_max_train=5)
+    ok, reasons = small.comparability()
+    assert not ok and len(reasons) == 3, reasons  # generated set, 64 px, training frames capped
+    full = stc_study.stc(stc, stc_backbone="resnet18", stc_rd=100, stc_spade_backbone=None)
+    assert full.comparability()[1] == [f"the data at {stc} is a generated set, not ShanghaiTech Campus"]
 
 
 def test_prepare_stc_checks_a_real_tree(stc, tmp_path):
@@ -226,8 +242,8 @@ def test_prepare_stc_checks_a_real_tree(stc, tmp_path):
 
 def test_the_studies_do_not_key_results():
     """Editing a chapter's study module (configurations, summaries) keeps every cached result."""
-    from padim_lib.io.digest import _source_files
+    from padim_lib.io.digest import LIBRARY, _source_files
 
-    keyed = {p.name for p in _source_files("results")}
-    assert not keyed & {"studies.py", "detection.py", "nonaligned_study.py", "stc_study.py", "study_plots.py"}
-    assert {"padim.py", "experiments.py"} <= keyed
+    keyed = {p.relative_to(LIBRARY).as_posix() for p in _source_files("results")}
+    assert not {k for k in keyed if k.split("/")[0] in ("paper", "report", "cli")}
+    assert {"methods/padim/detector.py", "engine/task.py", "features/extractor.py"} <= keyed

@@ -2,7 +2,9 @@
 
 Most tests inject cheap deterministic task/feature functions (module-level, so Dask workers can
 import them as `test_sweep.fake_task`); they record every call as a marker file, which is how the
-tests count what was (re)computed. One integration test runs the real experiments.run_task.
+tests count what was (re)computed. One integration test runs the real experiments.run_task. The
+sweep on a local pool and on a LocalCluster (worker processes, kills, restarts) is tested in
+test_end_to_end.py with these fakes.
 """
 
 from __future__ import annotations
@@ -10,10 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from padim_lib.engine import sweep
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.engine.results import ResultStore
 from padim_lib.errors import PadimError
+from padim_lib.paper.tables import PRESETS, table1_configs, table2_configs
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -105,15 +105,18 @@ def noop_task(task, cache_dir, *, device, bootstrap, feature_paths):
 # ---------------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fake_root(tmp_path_factory) -> Path:
+def make_fake_root(root: Path) -> Path:
     """A data tree in the MVTec layout with one tiny file per class (the fakes read no images)."""
-    root = tmp_path_factory.mktemp("data")
     for cat in CLASSES:
         for sub in ("train/good", "test/good"):
             (root / cat / sub).mkdir(parents=True)
             (root / cat / sub / "000.png").write_bytes(cat.encode())
     return root
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory) -> Path:
+    return make_fake_root(tmp_path_factory.mktemp("data"))
 
 
 CONFIGS = (
@@ -194,12 +197,11 @@ def _write_study(tmp_path: Path, fake_root: Path, **overrides) -> Path:
 
 
 def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
-    from padim_lib.engine import task as experiments
 
     spec = study.load_study(_write_study(tmp_path, fake_root))
-    got = study.expand(spec)
-    t1 = experiments.table1_configs(backbone="resnet18")
-    t2 = experiments.table2_configs(backbone="resnet18", dims=(20,), seeds=[0, 1, 2])
+    got = study.expand(spec, presets=PRESETS)
+    t1 = table1_configs(backbone="resnet18")
+    t2 = table2_configs(backbone="resnet18", dims=(20,), seeds=[0, 1, 2])
     expected = study.make_tasks(fake_root, ["alpha", "gamma"], [*t1, CONFIGS[1].replace(seed=4), *t2], seeds=None)
     assert [t.key() for t in got] == [t.key() for t in expected]
     seeds = sorted({t.config.seed for t in got if t.config.label == "Rd 10"})
@@ -224,30 +226,30 @@ def test_expand_study_presets_and_per_entry_seeds(tmp_path, fake_root):
 def test_study_errors_name_the_file_and_key(tmp_path, fake_root, override, pattern):
     path = _write_study(tmp_path, fake_root, **override)
     with pytest.raises(PadimError, match=pattern):
-        study.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
+        study.run_study(presets=PRESETS, path=path, task_fn=fake_task, feature_fn=fake_features, progress=False)
 
 
 def test_study_file_problems(tmp_path, fake_root):
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        study.run_study(tmp_path / "missing.yaml")
+        study.run_study(presets=PRESETS, path=tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(PadimError, match="bad.yaml: expected a mapping"):
-        study.run_study(bad)
+        study.run_study(presets=PRESETS, path=bad)
     path = _write_study(tmp_path, fake_root, data_root=str(tmp_path / "gone"))
     with pytest.raises(PadimError, match=r"study\.yaml: data_root: .*gone"):
-        study.run_study(path)
+        study.run_study(presets=PRESETS, path=path)
 
 
 def test_run_study_in_process_and_results_override(tmp_path, fake_root):
     path = _write_study(tmp_path, fake_root, configurations=[{"reduce": "random:10", "label": "Rd 10"}])
     _cache(tmp_path)
-    rows = study.run_study(path, task_fn=fake_task, feature_fn=fake_features, progress=False)
-    tasks = study.expand(study.load_study(path))
+    rows = study.run_study(presets=PRESETS, path=path, task_fn=fake_task, feature_fn=fake_features, progress=False)
+    tasks = study.expand(study.load_study(path), presets=PRESETS)
     assert len(tasks) == 2 * 3
     pd.testing.assert_frame_equal(_canonical(rows), _expected(tasks, 3), check_dtype=False)
     assert ResultStore(tmp_path / "study-res").keys() == sorted(t.key() for t in tasks)
-    other = study.run_study(path, results=tmp_path / "elsewhere", task_fn=fake_task, feature_fn=fake_features,
+    other = study.run_study(presets=PRESETS, path=path, results=tmp_path / "elsewhere", task_fn=fake_task, feature_fn=fake_features,
                             progress=False)
     assert len(other) == len(rows) and ResultStore(tmp_path / "elsewhere").keys() == sorted(t.key() for t in tasks)
 
@@ -336,131 +338,6 @@ def test_run_argument_errors(tmp_path, tasks):
 
 
 # ---------------------------------------------------------------------------------------------
-# Dask: a real scheduler and worker processes on 127.0.0.1
-# ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as c:
-        yield c
-
-
-def test_local_cluster_gives_the_in_process_rows(tmp_path, tasks):
-    _cache(tmp_path)
-    local = _run(tasks, tmp_path, name="inproc")
-    dask_rows = _run(tasks, tmp_path, name="dask", local_cluster=2)
-    pd.testing.assert_frame_equal(_canonical(dask_rows), _canonical(local))
-    pd.testing.assert_frame_equal(_canonical(dask_rows), _expected(tasks, 3), check_dtype=False)
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tasks, cluster):
-    from distributed import Client
-
-    tasks = [t for t in tasks if t.category != "gamma"]  # 8 tasks of 1 s on 2 workers
-    cache = _cache(tmp_path, sleep=1.0)
-    store = ResultStore(tmp_path / "res")
-    outcome: dict = {}
-
-    def sweep_thread():
-        try:
-            outcome["rows"] = _run(tasks, tmp_path, scheduler=cluster.scheduler_address)
-        except BaseException as exc:  # handed to the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=sweep_thread)
-    thread.start()
-    running = cache / "running"
-    _wait_for(lambda: len(store.keys()) >= 2 and any(running.iterdir()), 120, "a worker inside its third task")
-    victim = next(running.iterdir())
-    pid, victim_key = int(victim.name), victim.read_text()
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.1)
-    assert victim.exists()  # killed inside the task (it removes the file when its sleep ends)
-    assert not store.has(victim_key)
-    thread.join(120)
-    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
-    with Client(cluster.scheduler_address) as client:  # the nanny replaced the killed worker process
-        _wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 60, "the replacement worker")
-        assert pid not in client.run(os.getpid).values()
-    rows = outcome["rows"]
-    # Nothing lost, nothing twice: exactly the expected rows, one file per task.
-    assert not rows.duplicated(["task_key", "metric", "replicate"]).any()
-    pd.testing.assert_frame_equal(_canonical(rows), _expected(tasks, 3), check_dtype=False)
-    assert store.keys() == sorted(t.key() for t in tasks)
-    # Every task ran once, except the killed one, which the scheduler ran again elsewhere.
-    assert calls(cache) == sorted([t.key() for t in tasks] + [victim_key])
-
-
-def test_failing_task_on_dask_is_retried_then_reported(tmp_path, tasks, cluster):
-    cache = _cache(tmp_path, fail=["beta"], feature_fail=["gamma"])
-    with pytest.raises(sweep.SweepError) as info:
-        _run(tasks, tmp_path, scheduler=cluster.scheduler_address)
-    err = info.value
-    beta = [t.key() for t in tasks if t.category == "beta"]
-    fails = err.failures.set_index("task_key")
-    assert all(fails.loc[k].error_type == "ZeroDivisionError" and fails.loc[k].message == "bad class beta" for k in beta)
-    assert all(fails.loc[t.key()].message.startswith("feature extraction failed: features gamma")
-               for t in tasks if t.category == "gamma")
-    assert (err.failures.error_type == "RuntimeError").sum() == 2
-    # retries=2: every beta task ran three times; alpha once; gamma never.
-    assert calls(cache) == sorted(beta * 3 + [t.key() for t in tasks if t.category == "alpha"])
-    assert sorted(err.rows["task_key"].unique()) == sorted(t.key() for t in tasks if t.category == "alpha")
-
-
-_CHILD = """
-import sys
-sys.path[:0] = [{here!r}, {root!r}]
-import test_sweep
-from padim_lib.engine import studyfile as study
-from padim_lib.engine import sweep
-tasks = study.make_tasks({data!r}, "all", test_sweep.CONFIGS, seeds=[0, 1])
-sweep.run(tasks, {res!r}, scheduler={address!r}, bootstrap=3, cache_dir={cache!r}, progress=False,
-          task_fn=test_sweep.fake_task, feature_fn=test_sweep.fake_features)
-"""
-
-
-def test_restart_after_killed_client_computes_only_the_missing(tmp_path, fake_root, tasks, cluster):
-    cache = _cache(tmp_path, sleep=0.3)
-    store = ResultStore(tmp_path / "res")
-    code = _CHILD.format(here=str(HERE), root=str(ROOT), data=str(fake_root), res=str(store.directory),
-                         address=cluster.scheduler_address, cache=str(cache))
-    child = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        _wait_for(lambda: len(store.keys()) >= 3 or child.poll() is not None, 60, "three stored tasks")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    # Tasks already running on the workers finish and store their rows (the workers own the writes);
-    # wait until every started task has stored its rows and nothing new starts.
-    def settled():
-        before = (len(calls(cache)), len(store.keys()))
-        time.sleep(0.8)
-        return before == (len(calls(cache)), len(store.keys())) and before[0] == before[1]
-
-    _wait_for(settled, 30, "the workers to go idle")
-    done_before = set(store.keys())
-    assert 3 <= len(done_before) < len(tasks)
-    first_calls = calls(cache)
-
-    rows = _run(tasks, tmp_path, scheduler=cluster.scheduler_address)
-    new_calls = list(calls(cache))
-    for k in first_calls:
-        new_calls.remove(k)
-    assert sorted(new_calls) == sorted(t.key() for t in tasks if t.key() not in done_before)
-    pd.testing.assert_frame_equal(_canonical(rows), _expected(tasks, 3), check_dtype=False)
-
-
-# ---------------------------------------------------------------------------------------------
 # The real task function on a tiny synthetic set
 # ---------------------------------------------------------------------------------------------
 def test_real_run_task_in_process(tmp_path):
@@ -487,3 +364,18 @@ def test_real_run_task_in_process(tmp_path):
     again = sweep.run(tasks, tmp_path / "res", device="cpu", bootstrap=4, progress=False)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing recomputed
     pd.testing.assert_frame_equal(again, rows)
+
+
+def test_auto_workers_follow_padim_workers_else_the_cores(monkeypatch):
+    import os
+
+    from padim_lib.engine.local_pool import WORKERS_ENV, default_workers
+
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert default_workers() == 3
+    monkeypatch.delenv(WORKERS_ENV)
+    assert default_workers() == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(PadimError, match=rf"\$PADIM_WORKERS='{bad}'; expected a positive number"):
+            default_workers()

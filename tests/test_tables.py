@@ -10,16 +10,18 @@ import pytest
 from padim_lib.datasets import Preprocess
 from padim_lib.errors import PadimError
 from padim_lib.paper import tables
+from padim_lib.paper.run import StudyRun
 
 
-def _run(table: str, **kwargs) -> tables.TableRun:
-    """A TableRun over `table_configs` with one result row per configuration (no computation)."""
-    configs = tables.table_configs(table, backbone="efficientnet_lite0", **kwargs)
+def _run(table: str, **kwargs) -> StudyRun:
+    """A run of the table's study with one result row per configuration (no computation)."""
+    build = {"Table I": tables.table1, "Table II": tables.table2}[table]
+    study = build("unused", backbone="efficientnet_lite0", **kwargs)
     results = pd.DataFrame([
-        {"category": "brick", "label": c.label, "seed": c.seed, "metric": "pro", "value": 0.5, "replicate": -1}
-        for c in configs
+        {"data_root": "unused", "category": "brick", "label": c.label, "seed": c.seed, "metric": "pro", "value": 0.5,
+         "replicate": -1} for c in study.configs()
     ])
-    return tables.TableRun(table, configs, [], results, Path("unused"), False, ["test"])
+    return StudyRun(study, [], results, Path("unused"), False, ["test"])
 
 
 def test_table1_rows_by_role():
@@ -62,15 +64,19 @@ def test_table2_rows_by_role_and_dimension():
 
 def test_table_configs_take_a_preprocess():
     pre = Preprocess(resize=72, crop=64)
-    for table in tables.TABLES:
-        configs = tables.table_configs(table, backbone="efficientnet_lite0", dims=[8], seeds=1, preprocess=pre)
+    for make in (tables.table1_configs, tables.table2_configs):
+        configs = make("efficientnet_lite0", preprocess=pre, **({"dims": [8], "seeds": 1} if make is tables.table2_configs else {}))
         assert all(c.preprocess == pre for c in configs)
     with pytest.raises(PadimError, match="Table III"):
         tables.config_role("Table III", configs[0])
 
 
-def test_comparability_reads_the_preprocess(tmp_path):
-    ok, reasons = tables.comparability(tmp_path, "resnet18", None, preprocess=Preprocess(256, None))
-    assert not ok and "resize 256 / crop None, not 256 / 224" in " | ".join(reasons)
-    _, reasons = tables.comparability(tmp_path, "resnet18", None)
-    assert not any("preprocessing" in r for r in reasons)
+def test_comparability_names_each_difference_from_the_paper(tmp_path):
+    ok, reasons = tables.table1(tmp_path, backbone="resnet18", crop=None).comparability()
+    text = " | ".join(reasons)
+    assert not ok and "images resized to 256, no crop (the paper: 256, crop 224)" in text
+    assert f"the data at {tmp_path} is not a complete MVTec AD" in text
+    assert "stands in" not in text  # ResNet18 is the paper's network: only the set-up differs
+    _, reasons = tables.table2(tmp_path, backbone="efficientnet_lite0", dims=[8, 16], seeds=1).comparability()
+    text = " | ".join(reasons)
+    assert "Rd 8 stands in for PaDiM-R18-Rd100 on efficientnet_lite0" in text and "resized" not in text

@@ -6,13 +6,6 @@ to about a second on CPU.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -48,6 +41,12 @@ def tiny(**kw) -> VAE:
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return torch.randn(6, 3, 72, 72, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def two_epochs(images) -> VAE:
+    """tiny(epochs=2) fitted on `images` once for the module (tests read it, never refit it)."""
+    return tiny(epochs=2).fit(images)
 
 
 def same_state(a: VAE, b: VAE) -> bool:
@@ -123,8 +122,8 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
 
 
 # ----------------------------------------------------------------------------- fit / predict
-def test_fit_predict_shapes_history_and_determinism(images):
-    a = tiny(epochs=2).fit(images)
+def test_fit_predict_shapes_history_and_determinism(images, two_epochs):
+    a = two_epochs
     maps, scores = a.predict(images[:3])
     assert maps.shape == (3, 72, 72) and maps.dtype == np.float32 and scores.shape == (3,)
     np.testing.assert_array_equal(scores, maps.reshape(3, -1).max(1))
@@ -162,8 +161,8 @@ def test_pretrained_without_weights_is_an_error_not_a_random_net(images, monkeyp
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def test_resume_gives_the_weights_of_an_uninterrupted_run(images, tmp_path):
-    whole = tiny(epochs=2).fit(images)
+def test_resume_gives_the_weights_of_an_uninterrupted_run(images, two_epochs, tmp_path):
+    whole = two_epochs
     first = tiny(epochs=1, checkpoint_dir=tmp_path).fit(images)  # "killed" after epoch 1
     assert (tmp_path / CHECKPOINT_NAME).is_file()
     assert not same_state(first, whole)
@@ -195,36 +194,6 @@ def test_truncated_checkpoint_is_a_clear_error(images, tmp_path):
     torch.save({"format": "something else"}, path)
     with pytest.raises(PadimError, match="not a VAE training checkpoint"):
         tiny(epochs=2, checkpoint_dir=tmp_path).fit(images)
-
-
-_KILLED_RUN = textwrap.dedent("""
-    import sys, torch
-    from padim_lib.methods.vae.detector import VAE
-    torch.set_num_threads(int(sys.argv[2]))
-    images = torch.randn(6, 3, 72, 72, generator=torch.Generator().manual_seed(1))
-    VAE(**{TINY!r}, epochs=1000, checkpoint_dir=sys.argv[1]).fit(images)
-""")
-
-
-def test_resume_after_a_real_kill(images, tmp_path):
-    """A training process killed (SIGKILL) after some epochs resumes to an uninterrupted run's weights."""
-    script = tmp_path / "run.py"
-    script.write_text(_KILLED_RUN.replace("{TINY!r}", repr(TINY)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(torch.get_num_threads())], env=env)
-    ckpt = tmp_path / CHECKPOINT_NAME
-    try:
-        deadline = time.monotonic() + 120
-        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert ckpt.exists(), "the training process wrote no checkpoint"
-        proc.send_signal(signal.SIGKILL)  # mid-epoch, possibly mid-write
-    finally:
-        proc.kill()
-        proc.wait()
-    done = torch.load(ckpt, weights_only=True)["epoch"]
-    resumed = tiny(epochs=done + 1, checkpoint_dir=tmp_path).fit(images)
-    assert same_state(resumed, tiny(epochs=done + 1).fit(images))
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -422,3 +391,39 @@ def test_bad_training_images(images):
         tiny().fit(torch.full((2, 3, 72, 72), float("nan")))
     with pytest.raises(PadimError, match="expected images of shape"):
         tiny().fit(torch.randn(2, 72, 72))
+
+
+class _Stop(Exception):
+    """Raised by the recording fit: the inputs are what the test is about, not the training."""
+
+
+def test_the_cli_and_the_book_fit_the_vae_on_identical_inputs(tmp_path, monkeypatch):
+    """`padim fit --method vae` and a study task (the book's and the sweep's path) hand VAE.fit the
+    same images: the training split opened with `training_preprocess`, not the test's preprocessing."""
+    from padim_lib.cli import main
+    from padim_lib.datasets import make_synthetic
+    from padim_lib.engine.config import ExperimentConfig
+    from padim_lib.engine.task import Task, run_task
+
+    data = make_synthetic(tmp_path / "syn", seed=0, n_train=3, n_test_good=1, n_test_defect=1, size=64,
+                          categories=["washer"])
+    seen: list[dict] = []
+
+    def record(self, X, y=None):
+        seen.append({"paths": list(X.paths), "first": X[0]["image"].clone()})
+        raise _Stop
+
+    monkeypatch.setattr(VAE, "fit", record)
+    params = {"epochs": 1, "images_per_epoch": 4, "image_size": 64, "batch_size": 2, "aug_resize": 73, "aug_crop": 70}
+    assert main(["fit", "--data", str(data), "--category", "washer", "--device", "cpu", "--method", "vae",
+              "--backbone", "resnet18", "--no-pretrained", "--resize", "72", "--crop", "64",
+              *[a for k, v in params.items() for a in ("--param", f"{k}={v}")], "--out", str(tmp_path / "m.pt")]) != 0
+    assert not (tmp_path / "m.pt").exists()
+    config = ExperimentConfig(method="vae", backbone="resnet18", pretrained=False, resize=72, crop=64, params=params)
+    with pytest.raises(_Stop):
+        run_task(Task(str(data), "washer", config), tmp_path / "cache", device="cpu", bootstrap=0)
+    cli, book = seen
+    assert cli["paths"] == book["paths"] and len(cli["paths"]) == 3
+    assert torch.equal(cli["first"], book["first"])
+    # the training view (the test's field on a side near aug_resize), not the 64-px test crop
+    assert cli["first"].shape == book["first"].shape and cli["first"].shape[-1] > 64

@@ -18,7 +18,7 @@ from typing import Any
 
 from padim_lib import __version__
 from padim_lib.cli.data import SYNTH_SIZES, cmd_download, cmd_sweep, cmd_synth
-from padim_lib.cli.model import cmd_evaluate, cmd_fit, methods_epilog
+from padim_lib.cli.model import cmd_evaluate, cmd_export, cmd_fit, methods_epilog
 from padim_lib.errors import PadimError
 
 __all__ = ["build_parser", "main"]
@@ -54,8 +54,22 @@ def cmd_book(args: argparse.Namespace) -> int:
         print(runner.list_params(args.list_params or None))
         return 0
     params = runner.load_params(args.param, yaml_text=args.parameters_yaml, yaml_file=args.parameters_file)
-    runner.build_book(profile=args.profile, params=params, only=args.only)
+    if args.plan:
+        plan = runner.plan_book(profile=args.profile, params=params, only=args.only)
+        print(plan.text())
+        if plan.problems():
+            raise PadimError("; ".join(plan.problems()))
+        return 0
+    runner.build_book(profile=args.profile, params=params, only=args.only, jobs=args.jobs)
     return 0
+
+
+EXPORT_DESCRIPTION = """\
+Write a fitted model as an ONNX graph (methods: padim; others say they cannot).
+Input 'images': (N, 3, H, W) float32, preprocessed as for fitting (resize, crop, ImageNet
+normalisation; recorded in the graph's metadata). Outputs 'maps': (N, H, W), upsampled and
+smoothed as `padim evaluate` does; 'scores': (N,), the maximum of each map.
+Needs the onnx package: pip install 'padim-lib[export]'."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a device, a pipe or a link's target is written into, e.g. /dev/stdout)")
     p.add_argument("--save-maps", default=None, help="write maps, scores, labels and paths (.npz)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="also choose thresholds without test masks: refit the model's configuration on the "
+                        "training images less this held-out fraction, and take the image and pixel "
+                        "thresholds that the held-out images' scores give at --fpr (JSON key 'threshold', "
+                        "with the rates they give on the test set)")
+    p.add_argument("--fpr", type=float, default=None, metavar="RATE",
+                   help="with --holdout: the false-positive rate the thresholds allow (default 0.01)")
+    p.add_argument("--holdout-seed", type=int, default=0, help="with --holdout: seed of the held-out draw")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a fitted model as an ONNX graph (images -> anomaly maps, scores)",
+                       description=EXPORT_DESCRIPTION)
+    p.add_argument("model", help="model file written by padim fit")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx",
+                   help="ONNX file to write (a device, a pipe or a link's target is written into)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (14 to 20)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("book", help="run every notebook with papermill and build the HTML book")
     p.add_argument("--profile", default="auto", choices=["auto", "embedded", "paper"],
@@ -155,8 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-y", "--parameters-yaml", default=None, metavar="YAML", help="parameters as a YAML mapping")
     p.add_argument("-f", "--parameters-file", default=None, metavar="FILE", help="parameters from a YAML file")
     p.add_argument("--only", nargs="+", default=None, help="run only these notebooks (stems)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="chapters run at once, each in its own kernel (the summary and the introduction "
+                        "still wait for the chapters before them)")
     p.add_argument("--list-params", nargs="?", const="", default=None, metavar="CHAPTER",
                    help="print each chapter's (or CHAPTER's) parameters, types, defaults and comments; run nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print each chapter's tasks, feature cache, peak memory and estimated time (here and on "
+                        "a GPU); run nothing (exit 2 when the run would not fit the free disk or memory)")
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("sweep", help="run a study grid in-process or on a Dask cluster")

@@ -95,8 +95,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     if args.dataset == "weights":
         from padim_lib.features.weights import download_weights
+        from padim_lib.paper.catalog import paper_backbones
 
-        download_weights(args.names or None)
+        download_weights(args.names or paper_backbones())
         return 0
     if args.names:
         raise PadimError(f"padim download {args.dataset}: unexpected names {args.names}; names go with 'weights'")
@@ -128,6 +129,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from padim_lib.engine.on_dask import check_scheduler
     from padim_lib.engine.studyfile import run_study
+    from padim_lib.paper.tables import PRESETS
 
     if args.local_cluster is not None and args.local_cluster < 1:
         raise PadimError(f"--local-cluster {args.local_cluster}; expected a positive number of workers")
@@ -137,5 +139,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise PadimError(re.sub(r"^scheduler=", "--scheduler ", str(exc))) from exc
     if args.results is not None:
         _check_folder(args.results, "--results")
-    run_study(args.study, scheduler=args.scheduler, local_cluster=args.local_cluster, results=args.results)
+    run_study(args.study, scheduler=args.scheduler, local_cluster=args.local_cluster, results=args.results,
+              presets=PRESETS)
     return 0

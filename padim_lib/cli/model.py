@@ -1,15 +1,18 @@
-"""`padim fit` and `padim evaluate`, for every registered detector.
+"""`padim fit`, `padim evaluate` and `padim export`, for every registered detector.
 
 fit: the options make an ExperimentConfig (the rules the study files follow too), the registry
 builds its detector, which is fitted on the class's training images; `meta` records the
 preprocessing, the data and its identity, and the fit time; the file is written atomically.
 evaluate: `detectors.load_detector` reads the file's format marker and loads it with the
 right class; the JSON has the same keys for every method (null pixel metrics without masks).
+export: the detector's export module traced to ONNX in memory (a method that cannot export says
+so), then written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -165,6 +168,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from padim_lib.io.atomic import atomic_write, check_output, make_parents, open_output, remove_empty
 
     check_device(args.device, "--")
+    holdout = _holdout_options(args)
     if args.save_maps == STDOUT:
         raise PadimError("--save-maps -: standard output is for --json - only; expected a file path (.npz)")
     outputs = {}
@@ -183,10 +187,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pre = Preprocess(**meta.get("preprocess", {}))
     test = open_dataset(args.data, args.category, "test", pre)
     _warn_other_data(meta, args)
+    threshold = _holdout_threshold(detector, pre, test, args) if holdout else None
     res = evaluate(detector, test, return_maps="--save-maps" in outputs)
     arrays = {k: res.pop(k) for k in ("maps", "scores", "labels", "masks", "paths") if k in res}
     res.update({"method": getattr(detector, "method", meta.get("method")), "model": str(args.model),
                 "data": str(args.data), "category": args.category})
+    if threshold is not None:
+        res["threshold"] = threshold
     text = json.dumps(res, indent=2, default=float)
 
     def write_maps(tmp: Path) -> None:
@@ -213,6 +220,85 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise
     if not ("--json" in outputs and _is_stdout(outputs["--json"])):
         print(text)  # also what --json - asks for: the JSON, alone, on standard output
+    if threshold is not None:
+        print(_threshold_summary(threshold), file=sys.stderr)  # stdout keeps the JSON alone
+    return 0
+
+
+def _holdout_options(args: argparse.Namespace) -> bool:
+    """--holdout / --fpr / --holdout-seed checked before any work; True when a threshold is asked for."""
+    from padim_lib.engine.threshold import check_holdout
+    from padim_lib.metrics.threshold import check_fpr
+
+    if args.holdout is None:
+        for option, value, default in (("--fpr", args.fpr, None), ("--holdout-seed", args.holdout_seed, 0)):
+            if value != default:
+                raise PadimError(f"{option} {value}: needs --holdout FRACTION (the held-out part of the training images)")
+        return False
+    args.fpr = 0.01 if args.fpr is None else args.fpr
+    with _holdout_words():
+        check_holdout(args.holdout)
+        check_fpr(args.fpr)
+    if args.holdout_seed < 0:
+        raise PadimError(f"--holdout-seed {args.holdout_seed}; expected an integer >= 0")
+    return True
+
+
+@contextlib.contextmanager
+def _holdout_words():
+    """The threshold library's errors in the command line's words: holdout=0.9 -> --holdout 0.9."""
+    try:
+        yield
+    except PadimError as exc:
+        options = {"holdout": "--holdout", "fpr": "--fpr", "seed": "--holdout-seed"}
+        raise PadimError(re.sub(r"^(holdout|fpr|seed)=", lambda m: options[m.group(1)] + " ", str(exc))) from exc
+
+
+def _holdout_threshold(detector: Any, pre: Any, test: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The 'threshold' entry of the JSON: thresholds from held-out training images and their test rates."""
+    from padim_lib.engine.threshold import holdout_threshold
+
+    with _holdout_words():  # e.g. the holdout leaves too few images to fit on
+        found = holdout_threshold(detector, args.data, args.category, pre, holdout=args.holdout, fpr=args.fpr,
+                                  seed=args.holdout_seed)
+    return {**found.summary(), "test": found.test_rates(test)}
+
+
+def _threshold_summary(t: dict[str, Any]) -> str:
+    """One line for the terminal: the thresholds and what they give on the test set."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    rates = t["test"]
+    return (f"threshold at FPR {t['fpr']:g} from {t['n_holdout']} held-out good training images (seed {t['seed']}; "
+            f"model refitted on {t['n_fit']}): image {t['image_threshold']:.4g}, pixel {t['pixel_threshold']:.4g}; "
+            f"on the test set: image FPR {pct(rates['image_fpr'])}, TPR {pct(rates['image_tpr'])}; "
+            f"pixel FPR {pct(rates['pixel_fpr'])}, TPR {pct(rates['pixel_tpr'])}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from padim_lib.engine.export import MAX_OPSET, MIN_OPSET, to_onnx
+    from padim_lib.io.atomic import check_output, make_parents, remove_empty
+
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise PadimError(f"--opset {args.opset}; expected an integer from {MIN_OPSET} to {MAX_OPSET}")
+    out = check_output(args.onnx, "--onnx")
+
+    from padim_lib.methods.registry import load_detector
+
+    detector = load_detector(args.model, device="cpu")
+    graph = to_onnx(detector, opset=args.opset)  # a method that cannot export stops here
+    created = make_parents(out, "--onnx")
+    try:
+        graph.write(out)
+    except BaseException:
+        remove_empty(created)
+        raise
+    h, w = graph.image_size
+    print(f"exported {args.model} ({graph.method}) to {out}: {len(graph.data) / 1e6:.1f} MB; input 'images' "
+          f"(N, 3, {h}, {w}) float32, outputs 'maps' (N, {h}, {w}) and 'scores' (N,)",
+          file=sys.stderr if _is_stdout(out) else sys.stdout)
     return 0
 
 

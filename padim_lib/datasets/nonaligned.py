@@ -1,4 +1,4 @@
-"""Non-aligned MVTec AD (PaDiM paper, Sec. on robustness to misalignment).
+"""Non-aligned MVTec AD (the PaDiM paper's Sec. V-C, the data described in its Sec. IV-A).
 
 Every train and test image gets a random rotation in (-10, +10) degrees and a random 256 -> 224
 crop; its mask goes through exactly the same geometry (nearest neighbour, kept binary). The

@@ -16,9 +16,20 @@ import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
+from padim_lib.errors import PadimError
+
+# What workers="auto" means when set: e.g. 1 on a machine shared with other jobs, or in the test
+# suite, whose tiny tasks take less than a worker process's start (seconds: it imports torch).
+WORKERS_ENV = "PADIM_WORKERS"
+
 
 def default_workers() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
+    """$PADIM_WORKERS when set, else the cores this process may run on (its CPU affinity), at least 1."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise PadimError(f"${WORKERS_ENV}={value!r}; expected a positive number of worker processes")
+        return int(value)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -38,7 +49,6 @@ def run_in_pool(plan: Any, store: Any, cache_dir: str, device: str, bootstrap: i
                 feature_fn: Any, progress: Any, workers: int) -> list[dict]:
     """Run `plan` (see sweep._plan) on `workers` processes; returns the failures, as sweep does."""
     from padim_lib.engine.jobs import _failure, _feature_job, _task_job, task_label
-    from padim_lib.errors import PadimError
 
     failures: list[dict] = []
     feature_paths: dict[str, str] = {}

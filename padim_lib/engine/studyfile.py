@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from padim_lib.engine.sweep import FeatureFn, TaskFn
     from padim_lib.engine.task import Task
 
-PRESETS = ("table1", "table2")
+# A preset names a function (keyword arguments: the entry's fields; Table II's also `seeds`) that
+# returns configurations; the paper's tables are given by the caller (paper.tables.PRESETS), so
+# this engine module never imports the layer above it.
+Presets = Mapping[str, Any]
 STUDY_KEYS = {
     "name": "free text, shown in the progress line",
     "description": "free text",
@@ -114,23 +117,25 @@ def _int_list(value: Any, source: str, key: str) -> list[int]:
     return value
 
 
-def _preset_configs(name: str, kwargs: dict[str, Any], seeds: list[int], source: str, where: str):
-    from padim_lib.engine import task as experiments
-
-    if name not in PRESETS:
-        raise _study_error(source, where, f"unknown preset {name!r}; expected one of {list(PRESETS)}")
+def _preset_configs(name: str, kwargs: dict[str, Any], seeds: list[int], source: str, where: str,
+                    presets: Presets) -> list[ExperimentConfig]:
+    if name not in presets:
+        raise _study_error(source, where, f"unknown preset {name!r}; expected one of {list(presets)}")
+    make = presets[name]
     try:
-        if name == "table1":
-            return experiments.table1_configs(**kwargs)
-        return experiments.table2_configs(**{"seeds": seeds, **kwargs})
+        import inspect
+
+        takes_seeds = "seeds" in inspect.signature(make).parameters
+        return make(**({"seeds": seeds, **kwargs} if takes_seeds else kwargs))
     except (TypeError, ValueError) as exc:
         raise _study_error(source, where, f"preset {name}: {exc}") from exc
 
 
-def expand(study: Mapping[str, Any], *, source: str = "study") -> list[Task]:
+def expand(study: Mapping[str, Any], *, source: str = "study", presets: Presets | None = None) -> list[Task]:
     """The study grid (a parsed YAML mapping; its keys: STUDY_KEYS; the book appendix book/scale_out.md, "The study file") -> unique tasks.
 
-    `source` names the file in error messages, which also name the offending key.
+    `source` names the file in error messages, which also name the offending key. `presets`: name
+    -> configuration maker, for entries `{preset: name, ...}` (the CLI passes the paper's tables).
     """
     from padim_lib.engine.config import ExperimentConfig
 
@@ -163,7 +168,7 @@ def expand(study: Mapping[str, Any], *, source: str = "study") -> list[Task]:
         entry_seeds = _int_list(fields.pop("seeds"), source, f"{where}.seeds") if "seeds" in fields else seeds
         preset = fields.pop("preset", None)
         if preset is not None:
-            group = _preset_configs(preset, fields, entry_seeds, source, where)
+            group = _preset_configs(preset, fields, entry_seeds, source, where, presets or {})
         else:
             try:
                 group = [ExperimentConfig.from_dict(fields)]
@@ -202,13 +207,14 @@ def run_study(
     progress: bool = True,
     task_fn: TaskFn | None = None,
     feature_fn: FeatureFn | None = None,
+    presets: Presets | None = None,
 ) -> pd.DataFrame:
     """Run the study described by a YAML file (`padim sweep`); relative paths are relative to the cwd.
 
-    `results` overrides the file's `results` directory.
+    `results` overrides the file's `results` directory; `presets` as in `expand`.
     """
     study = load_study(path)
-    tasks = expand(study, source=str(path))
+    tasks = expand(study, source=str(path), presets=presets)
     bootstrap = study.get("bootstrap", 200)
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise _study_error(str(path), "bootstrap", f"expected a non-negative integer, got {bootstrap!r}")

@@ -226,6 +226,7 @@ def run_task(
     metrics image_auroc, and pixel_auroc and pro when the class has masks. Values are fractions.
     Artifacts (numpy, for the book's plots): labels, scores, paths, defect_types (N,);
     image_roc_fpr/tpr; pixel_roc_fpr/tpr and pro_fpr/pro (<= 1000 points each, masks only);
+    pixel_quantiles_normal/defect and pixel_count_normal/defect (masks only: `metrics.pooled`);
     example_index (k,), example_images (k, S, S, 3) uint8, example_maps (k, S, S) float16,
     example_masks (k, S, S) uint8; timings fit_s, predict_s, metrics_s, bootstrap_s; n_train; and the
     detector's own (`Detector.artifacts()`: e.g. loss_epoch_loss of a trained network).
@@ -287,6 +288,8 @@ def run_task(
 def _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples) -> dict[str, np.ndarray]:
     from sklearn.metrics import roc_curve
 
+    from padim_lib.metrics.pooled import score_quantiles
+
     out: dict[str, np.ndarray] = {
         "labels": np.asarray(labels, np.int8),
         "scores": np.asarray(scores, np.float32),
@@ -300,6 +303,7 @@ def _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples) -> d
         out["pixel_roc_fpr"], out["pixel_roc_tpr"] = _thin_curve(fpr, tpr)
         fpr, pro = pixels.pro_curve()
         out["pro_fpr"], out["pro"] = _thin_curve(fpr, pro)
+        out.update(score_quantiles(masks, maps))  # to pool classes (STC's scenes) into one pixel AUROC
     index = example_indices(labels, test["defect_types"], n_examples)
     out["example_index"] = index
     examples = maps[index]
@@ -312,3 +316,25 @@ def _artifacts(task, labels, scores, maps, masks, pixels, test, n_examples) -> d
 
 
 # ----------------------------------------------------------------------------- the paper's tables
+
+
+def label_rows(rows: pd.DataFrame, configs: Sequence[ExperimentConfig]) -> pd.DataFrame:
+    """The rows of `configs`, labelled as those configs say.
+
+    One computation can serve two tables under two names (Table I's "PaDiM-R18" is Table II's
+    "all (448)"): the store keeps it once, under the first label it was run with. This selects
+    each config's rows by `config_key` (and seed) and sets its label and published_row, so a
+    chapter sees its own names. Configs without rows are skipped.
+    """
+    if rows.empty:
+        return rows
+    parts = []
+    for cfg in configs:
+        sel = rows[rows["config_key"] == cfg.key()]  # the key includes the seed where it matters
+        if len(sel):
+            parts.append(sel.assign(label=cfg.label, published_row=cfg.published_row))
+    if not parts:
+        return rows.iloc[0:0]
+    out = pd.concat(parts, ignore_index=True)
+    dup_cols = [c for c in ("data_root", "category", "label", "seed", "metric", "replicate") if c in out.columns]
+    return out.drop_duplicates(dup_cols).reset_index(drop=True)

@@ -14,8 +14,6 @@ from pathlib import Path
 from padim_lib.errors import PadimError
 from padim_lib.features.backbones import BACKBONES, available_backbones
 
-# The backbones whose ImageNet weights the paper's experiments use (Tables I-II, baselines, detection).
-PAPER_BACKBONES = ("resnet18", "wide_resnet50_2", "efficientnet_b5")
 SHIPPED = ("efficientnet_lite0", "efficientnet_lite2")
 
 
@@ -39,12 +37,14 @@ def cached_weights(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def download_weights(names: Sequence[str] | None = None, *, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Fetch (or find in the cache) the ImageNet weights of `names` (default: PAPER_BACKBONES), each
-    checked against its sha256 and loaded once to be sure it is whole. Returns name -> cached file."""
+def download_weights(names: Sequence[str], *, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Fetch (or find in the cache) the ImageNet weights of `names`, each checked against its sha256
+    and loaded once to be sure it is whole. Returns name -> cached file."""
     from padim_lib.features.extractor import _torchvision_state_dict
 
-    names = list(PAPER_BACKBONES if not names else names)
+    names = list(names)
+    if not names:
+        raise PadimError("names: expected at least one backbone whose weights to download")
     for name in names:  # check every name before downloading anything
         weights_url(name)
     out = {}

@@ -10,7 +10,9 @@ ending in ``_``) that turns images into ``(maps, scores)``:
 * ``training_data(data_root, category, preprocess)``: the training images as the detector wants
   them (`training_preprocess`), the one fit path the CLI, the sweep and the book all take;
 * ``use_work_dir(folder)``: where a detector that trains may keep resumable state (default: none);
-* ``artifacts()`` and ``memory_terms()``: what the experiment stores and the complexity study counts.
+* ``artifacts()`` and ``memory_terms()``: what the experiment stores and the complexity study counts;
+* ``export_module()``: the fitted detector as one torch module (images -> maps, scores) for ONNX
+  export; a method that cannot be exported keeps the default, which says so (PadimError).
 
 `FeatureDetector` is the base of methods on a frozen backbone (PaDiM, SPADE): it builds the
 extractor, streams images through it, and also fits and predicts on cached per-layer features
@@ -99,6 +101,12 @@ class Detector(BaseEstimator):
         history = getattr(self, "loss_history_", None) or {}
         return {f"loss_{name}": np.asarray(values, np.float32) for name, values in history.items()}
 
+    def export_module(self) -> Any:
+        """The fitted detector as one torch module for ONNX export: images (N, 3, H, W), preprocessed
+        as for fitting -> (maps (N, H, W), scores (N,)), the numbers `predict` gives; it has an
+        `image_size` (H, W) attribute. Default: this method cannot be exported."""
+        raise PadimError(f"method {self.method or type(self).__name__!r} cannot export to ONNX")
+
     def memory_terms(self) -> dict[str, int]:
         """Bytes of the fitted model by part, as the paper counts a model's memory: the network it runs
         (parameters and buffers) and the fitted statistics (e.g. PaDiM's Gaussians, SPADE's gallery)."""
@@ -181,7 +189,7 @@ class FeatureDetector(Detector):
         images = ImageBatches(X, self.batch_size, self.max_train)
         n = images.num_images()
         if n is not None and n < self.min_train:
-            raise PadimError(f"fit needs at least {self.min_train} training image(s), got {n}")
+            raise PadimError(f"fit needs at least {self.min_train} training images, got {n}")
         stream = FeatureStream(self._extractor(), images, self.device_)
         self._fit_stream(stream)
         self.image_size_ = stream.image_size
@@ -215,8 +223,28 @@ class FeatureDetector(Detector):
 
     def backbone_bytes(self) -> int:
         """Bytes of the frozen backbone's parameters and buffers (the layers the model reads)."""
-        module = self._extractor()
-        return int(sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())))
+        return tensor_bytes(self._extractor())
+
+    def fitted_statistics(self) -> list[Any]:
+        """The tensors the fit learnt (e.g. PaDiM's Gaussians); a subclass names them."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its fitted statistics")
+
+    def memory_terms(self) -> dict[str, int]:
+        """Bytes by part: "network" (the frozen CNN) and "statistics" (what the fit learnt)."""
+        self._check_fitted()
+        return {"network": self.backbone_bytes(), "statistics": tensor_bytes(self.fitted_statistics())}
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in `value`: a tensor, a module (parameters and buffers), or a list of them."""
+    import torch
+    from torch import nn
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, nn.Module):
+        return sum(tensor_bytes(t) for t in (*value.parameters(), *value.buffers()))
+    return sum(tensor_bytes(v) for v in value)
 
 
 class ImageDetector(Detector):

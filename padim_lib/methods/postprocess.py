@@ -89,13 +89,25 @@ def _axis_operator(n_in: int, n_out: int, sigma: float, truncate: float) -> torc
     return _filter_matrix(n_out, gaussian_kernel1d(sigma, truncate)) @ op
 
 
+def map_operators(
+    grid: tuple[int, int], size: tuple[int, int], sigma: float, truncate: float = 4.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two float64 matrices of `anomaly_maps` for a distance grid (h, w) and maps of `size`
+    (H, W): A_h (H, h) and A_w (W, w), with anomaly_maps(dist) == A_h @ dist @ A_w^T (in dist's dtype).
+    An exported model (padim_lib.methods.padim.export) applies them as constants."""
+    (h, w), (big_h, big_w) = grid, size
+    a_h = _axis_operator(int(h), int(big_h), float(sigma), float(truncate))
+    a_w = a_h if (w, big_w) == (h, big_h) else _axis_operator(int(w), int(big_w), float(sigma), float(truncate))
+    return a_h, a_w
+
+
 def _apply_axis_operators(
     x: torch.Tensor, size: tuple[int, int], sigma: float, truncate: float
 ) -> torch.Tensor:
     """A_h @ x @ A_w^T for x (B, h, w) -> (B, H, W), with each axis's `_axis_operator`."""
-    (h, w), (big_h, big_w) = x.shape[1:], size
-    a_h = _axis_operator(h, big_h, sigma, truncate).to(x.device, x.dtype)
-    a_w = a_h if (w, big_w) == (h, big_h) else _axis_operator(w, big_w, sigma, truncate).to(x.device, x.dtype)
+    rows, cols = map_operators(tuple(x.shape[1:]), size, sigma, truncate)
+    a_h = rows.to(x.device, x.dtype)
+    a_w = a_h if cols is rows else cols.to(x.device, x.dtype)
     return a_h @ x @ a_w.T
 
 

@@ -118,7 +118,8 @@ def method(
 
     `params`: the method's own parameters; each default is the default of the same-named argument
     of the class's ``__init__`` (a parameter ``__init__`` lacks is an error). `register_now=False`
-    declares without registering (e.g. a test that registers the method itself, and removes it).
+    declares without registering (a test that registers the method itself and removes it; loading the
+    module as a plugin registers it: `register_module`).
     Check functions given here (`uses_seed`, a Param's `check`) must be module-level or picklable:
     a task carries its method's spec to worker processes.
     """
@@ -165,9 +166,20 @@ def load_methods() -> None:
         ep.load()
     for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
         try:
-            importlib.import_module(module)
+            register_module(importlib.import_module(module))
         except ImportError as exc:
             raise PadimError(f"${PLUGINS_ENV}: cannot import method module {module!r} ({exc})") from exc
+
+
+def register_module(module: Any) -> list[MethodSpec]:
+    """Register every method a module declares (`@method`, also with register_now=False): what
+    loading it as a plugin means, so a module can declare a method without registering it on import."""
+    specs = [obj.spec for obj in vars(module).values()
+             if isinstance(obj, type) and isinstance(getattr(obj, "spec", None), MethodSpec)
+             and obj.spec.target == f"{obj.__module__}:{obj.__qualname__}" and obj.__module__ == module.__name__]
+    for spec in specs:
+        register(spec, replace=spec.name in _REGISTRY and _REGISTRY[spec.name].target == spec.target)
+    return specs
 
 
 def method_names() -> list[str]:

@@ -1,6 +1,6 @@
 """Pair tables: pixel AUROC and AU-PRO of one sorted test set under any image weighting in O(N^2).
 
-Used by `metrics_pixel.PixelScores` for weightings (bootstrap replicates); numpy only.
+Used by `metrics.pixel.PixelScores` for weightings (bootstrap replicates); numpy only.
 
 Why this is possible: both areas are sums over (defect-free pixel q, defect pixel p) pairs whose
 weights factor per image. With all pixels sorted once by descending score,

@@ -11,7 +11,7 @@ i -> R + i) plus a run-end flag (5 bytes per pixel). Two evaluations read that o
   tables): cumulative sums of per-pixel contributions (defect-free pixel: its image weight to
   the false-positive count; region pixel: image weight / region size to the PRO sum), read at
   the last pixel of each run of tied scores; O(P) per evaluation;
-* the pair tables (`metrics_pairs`, built on the first weighted call): both areas are sums over
+* the pair tables (`metrics.pairs`, built on the first weighted call): both areas are sums over
   pairs of images, so a weighting costs O(N^2 + P / C) instead of a pass over all P pixels.
   On an MVTec-sized class (150 images of 224 x 224) one weighting takes ~1 ms instead of ~0.4 s
   (benchmarks/bench_metrics.py); the results agree to ~1e-13.

@@ -1,20 +1,18 @@
-"""PaDiM against the paper's baselines: which configurations make the comparison, their roles, a run.
+"""PaDiM against the paper's baselines as a Study: which configurations make the comparison, their roles.
 
 The paper's "Localization vs other methods" table sets four models side by side on MVTec AD
 (pixel AUROC and PRO per group; image AUROC appears in its detection table). Here each is a
 configuration with a role, so a chapter reads the same on any backbone:
 
-- "vae": the VAE baseline (ResNet18 encoder; random-init when ImageNet weights are not at hand);
+- "vae": the VAE baseline (the paper: a ResNet18 encoder);
 - "spade": SPADE (the paper: Wide-ResNet-50-2);
 - "padim_small": PaDiM-R18-Rd100 (ResNet18, 100 of 448 dimensions at random);
 - "padim_large": PaDiM-WR50-Rd550 (Wide-ResNet-50-2, 550 of 1792 dimensions at random).
 
 On another backbone (the embedded profile's EfficientNet-Lite0) the PaDiM models keep the
-paper's *ratios* d / D (100/448 and 550/1792), so "padim_small" and "padim_large" differ there
-only in d. Every configuration is labelled after what it runs ("PaDiM-Lite0-Rd39") and keeps the
-published row it stands for (`published_row`). `run_comparison` computes (or reads from the
-result cache) every class x configuration through padim_lib.engine.sweep, like `tables.run_table`, and
-returns a `ComparisonRun`: a `tables.TableRun` whose rows are addressed by these roles.
+paper's *ratios* d / D (`catalog.rd_at_paper_ratio`), so "padim_small" and "padim_large" differ
+there only in d. Every configuration is labelled after what it runs ("PaDiM-Lite0-Rd39") and keeps
+the published row it stands for (`published_row`).
 """
 
 from __future__ import annotations
@@ -24,17 +22,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from padim_lib.datasets import Preprocess, category_kinds
-from padim_lib.engine import studyfile as study
-from padim_lib.engine import sweep
-from padim_lib.engine import task as experiments
+from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
-from padim_lib.features.backbones import embedding_size, resolve_layers
-from padim_lib.paper import stats
-from padim_lib.paper.tables import BACKBONE_SHORT, PAPER_PREPROCESS, TableRun, as_list, comparability
+from padim_lib.paper.catalog import catalogue, paper_model, rd_at_paper_ratio, short_name
+from padim_lib.paper.run import StudyRun
+from padim_lib.paper.study import MAIN, DataVersion, Entry, Study, per_kind
 
 TABLE = "Localization"  # published.csv's table of the comparison
 ROLES: dict[str, str] = {
@@ -43,43 +36,26 @@ ROLES: dict[str, str] = {
     "padim_small": "PaDiM-R18-Rd100: the small PaDiM",
     "padim_large": "PaDiM-WR50-Rd550: the large PaDiM",
 }
-PUBLISHED_ROWS = {"vae": "VAE", "spade": "SPADE (WR50)", "padim_small": "PaDiM-R18-Rd100",
-                  "padim_large": "PaDiM-WR50-Rd550"}
-ROLE_OF_ROW = {row: role for role, row in PUBLISHED_ROWS.items()}
-# The paper's models: (backbone, d, D of its three default layers).
-PAPER_PADIM = {"padim_small": ("resnet18", 100, 448), "padim_large": ("wide_resnet50_2", 550, 1792)}
-PAPER_VAE = {"epochs": 100, "images_per_epoch": 10_000, "image_size": 256}
+ROWS = {"vae": "VAE", "spade": "SPADE (WR50)", "padim_small": "PaDiM-R18-Rd100", "padim_large": "PaDiM-WR50-Rd550"}
 # Further published tables with figures for these models, and what their rows are called there.
-OTHER_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
+OTHER_TABLES: tuple[tuple[str, dict[str, str]], ...] = (
     ("Image AUROC", {"SPADE (WR50)": "SPADE"}),  # image AUROC, all classes
     ("Per-class pixel AUROC", {}),  # PaDiM-WR50-Rd550 per class
 )
 
 
-def config_role(config: ExperimentConfig) -> str:
-    """The role (see ROLES) of a configuration made by `comparison_configs`, from its published row."""
-    role = ROLE_OF_ROW.get(config.published_row)
-    if role is None:
-        raise PadimError(f"configuration {config.label!r}: published_row={config.published_row!r}; "
-                         f"expected one of {sorted(ROLE_OF_ROW)}")
-    return role
-
-
-def rd_at_paper_ratio(role: str, backbone: str, layers: Sequence[str] | None = None) -> int:
-    """d for `backbone` at the paper's ratio d / D of the PaDiM model `role` (e.g. Lite0: 100/448 of 176 = 39)."""
-    if role not in PAPER_PADIM:
-        raise PadimError(f"role={role!r}; expected one of {sorted(PAPER_PADIM)}")
-    _, d, total = PAPER_PADIM[role]
-    size = embedding_size(backbone, resolve_layers(backbone, layers))
-    return max(1, min(size - 1, round(d * size / total)))
+def paper_vae() -> dict[str, Any]:
+    """The paper's VAE training parameters (catalogue)."""
+    return dict(catalogue()["models"]["VAE"].params)
 
 
 def vae_params(epochs: int, images_per_epoch: int, image_size: int = 256, batch_size: int = 32) -> dict[str, Any]:
     """The VAE's method parameters; the augmentation's sizes keep the paper's ratios to image_size
     (292 and 282 for 256), so a smaller VAE sees the same field of view."""
+    paper = paper_vae()
     return {"epochs": int(epochs), "images_per_epoch": int(images_per_epoch), "image_size": int(image_size),
-            "batch_size": int(batch_size), "aug_resize": round(image_size * 292 / 256),
-            "aug_crop": round(image_size * 282 / 256)}
+            "batch_size": int(batch_size), "aug_resize": round(image_size * paper["aug_resize"] / paper["image_size"]),
+            "aug_crop": round(image_size * paper["aug_crop"] / paper["image_size"])}
 
 
 def comparison_configs(
@@ -94,180 +70,96 @@ def comparison_configs(
     vae_pretrained: bool = True,
     seed: int = 0,
     **common: Any,
-) -> list[ExperimentConfig]:
-    """The four configurations, in ROLES order. `small_d` / `large_d`: None = the paper's ratio on the
-    backbone (`rd_at_paper_ratio`). `spade` / `vae`: method parameters (e.g. `vae_params(...)`).
-    `common`: ExperimentConfig fields shared by all (preprocess, sigma, eps, max_train). The VAE does
-    not read eps; it always runs on ResNet18 (`vae_pretrained=False`: a random-init encoder)."""
-    dims = {"padim_small": small_d, "padim_large": large_d}
-    backbones = {"padim_small": small_backbone, "padim_large": large_backbone}
-    padims = []
-    for role in ("padim_small", "padim_large"):
-        backbone = backbones[role]
-        d = rd_at_paper_ratio(role, backbone) if dims[role] is None else int(dims[role])
-        label = f"PaDiM-{BACKBONE_SHORT.get(backbone, backbone)}-Rd{d}"
-        padims.append(ExperimentConfig(method="padim", backbone=backbone, reduce=f"random:{d}", seed=seed, label=label,
-                                       published_row=PUBLISHED_ROWS[role], **common))
-    if padims[0].label == padims[1].label:
-        raise PadimError(f"small_d / large_d: both PaDiM models are {padims[0].label}; give them different sizes")
+) -> dict[str, ExperimentConfig]:
+    """Role -> configuration, in ROLES order. `small_d` / `large_d`: None = the paper's ratio on the
+    backbone. `spade` / `vae`: method parameters (e.g. `vae_params(...)`). `common`: ExperimentConfig
+    fields shared by all (preprocess, sigma, eps, max_train, pretrained). The VAE does not read eps; it
+    always runs on ResNet18, with ImageNet weights only when both `vae_pretrained` and `common`'s
+    `pretrained` (default True) say so (`vae_pretrained=False`: a random-init encoder)."""
+    out: dict[str, ExperimentConfig] = {}
     no_eps = {k: v for k, v in common.items() if k != "eps"}
-    spade_cfg = ExperimentConfig(method="spade", backbone=spade_backbone, params=dict(spade or {}),
-                                 label=f"SPADE ({BACKBONE_SHORT.get(spade_backbone, spade_backbone)})",
-                                 published_row=PUBLISHED_ROWS["spade"], **no_eps)
-    vae_cfg = ExperimentConfig(method="vae", backbone="resnet18", params=dict(vae or {}), seed=seed,
-                               pretrained=vae_pretrained, label="VAE" if vae_pretrained else "VAE (random-init R18)",
-                               published_row=PUBLISHED_ROWS["vae"],
-                               **{k: v for k, v in no_eps.items() if k != "pretrained"})  # vae_pretrained says
-    return [vae_cfg, spade_cfg, *padims]
-
-
-class ComparisonRun(TableRun):
-    """A `TableRun` of the method comparison: rows by role ("vae", "spade", "padim_small",
-    "padim_large"); published figures from the Localization table, and where it has none, from
-    the detection table (image AUROC) and the per-class pixel AUROC of PaDiM-WR50-Rd550."""
-
-    def roles(self) -> list[str]:
-        present = {config_role(c) for c in self.configs}
-        return [r for r in ROLES if r in present]
-
-    def _configs(self, role: str | None, dim: int | None = None) -> list[ExperimentConfig]:
-        if role is not None and role not in ROLES:
-            raise PadimError(f"{self.table}: role={role!r}; expected one of {list(ROLES)}")
-        if dim is not None:
-            raise PadimError(f"{self.table}: dim= does not apply to the method comparison")
-        return [c for c in self.configs if role is None or config_role(c) == role]
-
-    def comparison(self, summary: pd.DataFrame | None = None) -> pd.DataFrame:
-        """stats.compare_published against every published source of these models (percent)."""
-        summary = self.summary() if summary is None else summary
-        out = stats.compare_published(summary, TABLE, comparable=self.comparable)
-        for table, rename in OTHER_SOURCES:
-            other = stats.compare_published(summary.assign(published_row=summary["published_row"].replace(rename)),
-                                            table, comparable=self.comparable)
-            fill = out["published"].isna() & other["published"].notna()
-            for col in ("published", "difference", "source", "note"):
-                out.loc[fill, col] = other.loc[fill, col]
-        return out
-
-    def published(self) -> pd.DataFrame:
-        """The published figures of these models as (group, label, metric, value as a fraction)."""
-        cmp = self.comparison().dropna(subset=["published"])
-        return pd.DataFrame({"group": cmp["group"], "label": cmp["label"], "metric": cmp["metric"],
-                             "value": cmp["published"] / 100}).drop_duplicates().reset_index(drop=True)
-
-    def task(self, role: str, category: str) -> experiments.Task:
-        """The task of `role` on `category` (the lowest seed)."""
-        label = self.label(role)
-        tasks = [t for t in self.tasks if t.config.label == label and t.category == category]
-        if not tasks:
-            raise PadimError(f"no task for {label!r} and class {category!r}; classes: {self.classes}")
-        return min(tasks, key=lambda t: t.config.seed)
-
-
-def pick_classes(data_root: str | os.PathLike, classes: Sequence[str] | str | None,
-                 per_kind: int | None) -> list[str] | None:
-    """`classes` (None/"all": every class under data_root), cut to the first `per_kind` textures
-    and objects (None: all of them), in the data set's order."""
-    chosen = as_list(classes)
-    if per_kind is None:
-        return chosen
-    if isinstance(per_kind, bool) or not isinstance(per_kind, int) or per_kind < 1:
-        raise PadimError(f"per_kind={per_kind!r}; expected an integer >= 1 or None")
-    kinds = category_kinds(data_root)
-    names = [c for c in kinds if chosen is None or c in chosen]
-    out, counts = [], {}
-    for name in names:
-        kind = kinds[name]
-        if counts.get(kind, 0) < per_kind:
-            out.append(name)
-            counts[kind] = counts.get(kind, 0) + 1
+    vae_pretrained = bool(vae_pretrained and common.get("pretrained", True))
+    out["vae"] = ExperimentConfig(method="vae", backbone="resnet18", params=dict(vae or {}), seed=seed,
+                                  pretrained=vae_pretrained, label="VAE" if vae_pretrained else "VAE (random-init R18)",
+                                  published_row=ROWS["vae"], **{k: v for k, v in no_eps.items() if k != "pretrained"})
+    out["spade"] = ExperimentConfig(method="spade", backbone=spade_backbone, params=dict(spade or {}),
+                                    label=f"SPADE ({short_name(spade_backbone)})", published_row=ROWS["spade"], **no_eps)
+    for role, backbone, d in (("padim_small", small_backbone, small_d), ("padim_large", large_backbone, large_d)):
+        d = rd_at_paper_ratio(ROWS[role], backbone) if d is None else int(d)
+        out[role] = ExperimentConfig(method="padim", backbone=backbone, reduce=f"random:{d}", seed=seed,
+                                     label=f"PaDiM-{short_name(backbone)}-Rd{d}", published_row=ROWS[role], **common)
+    if out["padim_small"].label == out["padim_large"].label:
+        raise PadimError(f"small_d / large_d: both PaDiM models are {out['padim_small'].label}; give them different sizes")
     return out
 
 
-def run_comparison(
+def baselines(
     data_root: str | os.PathLike,
     classes: Sequence[str] | str | None = None,
     *,
-    preprocess: Preprocess = PAPER_PREPROCESS,
+    classes_per_kind: int | None = None,
+    small_backbone: str = "resnet18",
+    large_backbone: str = "wide_resnet50_2",
+    spade_backbone: str = "wide_resnet50_2",
+    small_d: int | None = None,
+    large_d: int | None = None,
+    spade_k: int = 50,
+    spade_gallery: int = 50,
+    spade_kappa: int = 1,
+    vae_pretrained: bool = True,
+    vae_epochs: int = 100,
+    vae_images_per_epoch: int = 10_000,
+    vae_image_size: int = 256,
+    vae_batch_size: int = 32,
+    seed: int = 0,
+    resize: int = 256,
+    crop: int | None = 224,
     sigma: float = 4.0,
     eps: float = 0.01,
     max_train: int | None = None,
-    results_dir: str | os.PathLike = "results",
-    device: str = "auto",
-    scheduler: str | None = None,
-    bootstrap: int = 200,
-    torch_threads: int | None = None,
-    progress: bool = True,
-    workers: int | str = "auto",
-    **models: Any,
-) -> ComparisonRun:
-    """Compute (or read from the result cache) the method comparison on `data_root`.
-
-    `models`: `comparison_configs`' arguments (backbones, dims, spade / vae parameters,
-    vae_pretrained, seed). Tasks and cache as in `tables.run_table`.
-    """
-    configs = comparison_configs(preprocess=preprocess, sigma=sigma, eps=eps, max_train=max_train, **models)
-    chosen = as_list(classes)
-    tasks = study.make_tasks(data_root, "all" if chosen is None else chosen, configs)
-    if progress:
-        names = list(dict.fromkeys(t.category for t in tasks))
-        print(f"{TABLE}: {len(tasks)} tasks ({len(configs)} configurations x {len(names)} classes: "
-              f"{', '.join(names)})", flush=True)
-    rows = sweep.run(tasks, results_dir, scheduler=scheduler, device=device, bootstrap=bootstrap,
-                     torch_threads=torch_threads, progress=progress, workers=1 if scheduler else workers)
-    ok, reasons = comparison_comparability(data_root, chosen, configs, preprocess=preprocess, max_train=max_train)
-    return ComparisonRun(TABLE, configs, tasks, experiments.label_rows(rows, configs), Path(results_dir), ok, reasons)
+    pretrained: bool = True,
+) -> Study:
+    """The method comparison on `classes` of `data_root` (cut to the first `classes_per_kind`
+    textures and objects; None: all). `pretrained=False`: random weights for every network, the
+    VAE's encoder too (a dry run: the numbers mean nothing)."""
+    configs = comparison_configs(
+        small_backbone=small_backbone, large_backbone=large_backbone, spade_backbone=spade_backbone,
+        small_d=small_d, large_d=large_d, seed=seed, vae_pretrained=vae_pretrained,
+        spade={"k": spade_k, "n_gallery": spade_gallery, "kappa": spade_kappa},
+        vae=vae_params(vae_epochs, vae_images_per_epoch, vae_image_size, vae_batch_size),
+        preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma, eps=eps, max_train=max_train,
+        pretrained=pretrained)
+    chosen = per_kind(data_root, classes, classes_per_kind)
+    return Study(name="baselines", table=TABLE, roles=ROLES,
+                 entries=tuple(Entry(role, c) for role, c in configs.items()),
+                 versions=(DataVersion(MAIN, str(data_root)),), classes=tuple(chosen) if chosen else None,
+                 other_tables=OTHER_TABLES)
 
 
-def comparison_comparability(
-    data_root: str | os.PathLike,
-    classes: Sequence[str] | None,
-    configs: Sequence[ExperimentConfig],
-    *,
-    preprocess: Preprocess = PAPER_PREPROCESS,
-    max_train: int | None = None,
-) -> tuple[bool, list[str]]:
-    """`tables.comparability`'s data / classes / preprocessing reasons, plus each model that is not
-    the paper's (backbone, d, the VAE's encoder weights and training budget)."""
-    _, reasons = comparability(data_root, "resnet18", classes if classes is None else list(classes),
-                               preprocess=preprocess, max_train=max_train)
-    paper_backbone = {"vae": "resnet18", "spade": "wide_resnet50_2", "padim_small": "resnet18",
-                      "padim_large": "wide_resnet50_2"}
-    for c in configs:
-        role = config_role(c)
-        if c.backbone != paper_backbone[role]:
-            reasons.append(f"{c.label} stands in for {c.published_row} (backbone {c.backbone})")
-        elif role in PAPER_PADIM and c.reduce != f"random:{PAPER_PADIM[role][1]}":
-            reasons.append(f"{c.label} stands in for {c.published_row} ({c.reduce})")
-        if role == "vae":
-            if not c.pretrained:
-                reasons.append("the VAE's ResNet18 encoder starts from random weights, not ImageNet's")
-            short = {k: c.params[k] for k, v in PAPER_VAE.items() if c.params.get(k) != v}
-            if short:
-                reasons.append("the VAE is trained with " + ", ".join(f"{k}={v}" for k, v in short.items())
-                               + " (the paper: " + ", ".join(f"{k}={PAPER_VAE[k]}" for k in short) + ")")
-    return not reasons, reasons
+def undertrained(config: ExperimentConfig) -> bool:
+    """Whether a VAE configuration trains on less than the paper's budget or from random weights."""
+    paper = paper_model(TABLE, ROWS["vae"])
+    assert paper is not None
+    budget = ("epochs", "images_per_epoch", "image_size")
+    return (not config.pretrained) or any(config.params.get(k, 0) < paper.params[k] for k in budget)
 
 
 # ----------------------------------------------------------------------------- the VAE, looked at
 
 
-def fitted_vae(run: ComparisonRun, category: str, device: str = "cpu"):
+def fitted_vae(run: StudyRun, category: str, device: str = "cpu"):
     """The VAE of `category` as the run trained it: rebuilt from the training's last checkpoint (the
     sweep keeps one per task under <results_dir>/features/checkpoints), so no epoch is re-run."""
-    from padim_lib.datasets import open_dataset
-
     task = run.task("vae", category)
     vae = task.detector(device=device)
     folder = Path(run.results_dir).resolve() / "features" / "checkpoints" / task.key()
     if not folder.is_dir():
         raise PadimError(f"no VAE checkpoint for {category!r} in {folder}; run the comparison first")
-    vae.set_params(checkpoint_dir=str(folder))
-    train = open_dataset(task.data_root, category, "train", vae.training_preprocess(task.config.preprocess))
-    return vae.fit(train)
+    vae.use_work_dir(folder)
+    return vae.fit(vae.training_data(task.data_root, category, task.config.preprocess))
 
 
-def reconstructions(run: ComparisonRun, category: str, device: str = "cpu") -> dict[str, Any]:
+def reconstructions(run: StudyRun, category: str, device: str = "cpu") -> dict[str, Any]:
     """The run's example test images of `category` and the VAE's reconstructions of them:
     {"inputs", "outputs": (k, S, S, 3) float in [0, 1], "titles"} (S: the VAE's image_size)."""
     import torch
@@ -287,7 +179,7 @@ def reconstructions(run: ComparisonRun, category: str, device: str = "cpu") -> d
     return {"inputs": show(x), "outputs": show(recon), "titles": [str(art["defect_types"][i]) for i in index]}
 
 
-def side_by_side(run: ComparisonRun, category: str) -> dict[str, Any]:
+def side_by_side(run: StudyRun, category: str) -> dict[str, Any]:
     """The example test images of `category` with every role's anomaly map (the same images for all:
     `experiments.example_indices` depends on the test set only): {"images", "masks", "maps":
     {label: (k, S, S)}, "titles"}."""
@@ -304,26 +196,3 @@ def side_by_side(run: ComparisonRun, category: str) -> dict[str, Any]:
     assert base is not None
     return {"images": base["example_images"].astype(np.float32) / 255.0, "masks": base["example_masks"],
             "maps": maps, "titles": [str(base["defect_types"][i]) for i in base["example_index"]]}
-
-
-# ----------------------------------------------------------------------------- claims
-
-
-def claim_rows(run: ComparisonRun) -> pd.DataFrame:
-    """The run's rows for `claims.evaluate_claims`, also under the row names the other published
-    tables use (SPADE (WR50) is "SPADE" in the detection table), so every claim finds its rows."""
-    rows = run.rows()
-    extra = [rows[rows["published_row"] == old].assign(published_row=new)
-             for _, rename in OTHER_SOURCES for old, new in rename.items()]
-    return pd.concat([rows, *extra], ignore_index=True)
-
-
-def comparison_claims(all_claims: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The claims (claims.yaml) about this comparison: those whose configurations are all among
-    the four models, in the Localization table or the other sources."""
-    from padim_lib.paper.claims import claim_configs, load_claims
-
-    names = set(PUBLISHED_ROWS.values()) | {new for _, rename in OTHER_SOURCES for new in rename.values()}
-    tables = {TABLE} | {t for t, _ in OTHER_SOURCES}
-    return [dict(c) for c in (load_claims() if all_claims is None else all_claims)
-            if c["table"] in tables and set(claim_configs(c)) <= names]

@@ -98,9 +98,10 @@ def paper_preprocess(dataset: str) -> Preprocess:
     return Preprocess(resize=spec["resize"], crop=spec["crop"])
 
 
-def model_differences(config: Any, model: PaperModel, dataset: str) -> list[str]:
-    """What the ExperimentConfig `config` changes from the paper's `model` on `dataset`, in words
-    (empty: the paper's set-up for this model). Each reason starts with the configuration's label."""
+def model_differences(config: Any, model: PaperModel) -> list[str]:
+    """What the ExperimentConfig `config` changes from the paper's `model`, in words (empty: the
+    paper's model; the data and preprocessing are `setup_differences`' and `data_differences`').
+    Each reason starts with the configuration's label."""
     from padim_lib.features.backbones import resolve_layers
 
     who, out = config.label or config.method, []
@@ -124,14 +125,20 @@ def model_differences(config: Any, model: PaperModel, dataset: str) -> list[str]
                        + ", ".join(f"{k}={model.params[k]}" for k in changed) + ")")
     if model.pretrained and not config.pretrained:
         out.append(f"{who}'s network starts from random weights, not ImageNet's")
+    return out
+
+
+def setup_differences(config: Any, dataset: str) -> list[str]:
+    """What `config` changes from the paper's set-up on `dataset` whatever the model: the
+    preprocessing and the training budget (no label: a study's configurations usually share them)."""
+    out = []
     pre = paper_preprocess(dataset)
     if (config.preprocess.resize, config.preprocess.crop) != (pre.resize, pre.crop):
         crop = "no crop" if config.preprocess.crop is None else f"crop {config.preprocess.crop}"
         paper_crop = "no crop" if pre.crop is None else f"crop {pre.crop}"
-        out.append(f"{who} reads images resized to {config.preprocess.resize}, {crop} (the paper: "
-                   f"{pre.resize}, {paper_crop})")
+        out.append(f"images resized to {config.preprocess.resize}, {crop} (the paper: {pre.resize}, {paper_crop})")
     if config.max_train is not None:
-        out.append(f"{who} trains on at most {config.max_train} images per class")
+        out.append(f"at most {config.max_train} training images per class")
     return out
 
 
@@ -164,3 +171,22 @@ def data_differences(data_root: str | os.PathLike, classes: Sequence[str] | None
     if sorted(chosen) != sorted(STC_SCENES):
         return [f"{len(chosen)} of STC's {len(STC_SCENES)} scenes"]
     return []
+
+
+def rd_at_paper_ratio(model_name: str, backbone: str, layers: Sequence[str] | None = None) -> int:
+    """Rd size on `backbone` that keeps the paper's ratio d / D of PaDiM model `model_name`
+    (e.g. PaDiM-R18-Rd100: 100 of 448 -> 39 of EfficientNet-Lite0's 176)."""
+    from padim_lib.features.backbones import embedding_size, resolve_layers
+
+    model = catalogue()["models"].get(model_name)
+    if model is None or model.method != "padim" or model.d is None:
+        raise PadimError(f"model={model_name!r}; expected a PaDiM model of the catalogue with a size d")
+    total = embedding_size(model.backbone, resolve_layers(model.backbone, model.layers))
+    size = embedding_size(backbone, resolve_layers(backbone, layers))
+    return max(1, min(size - 1, round(model.d * size / total)))
+
+
+def paper_backbones() -> list[str]:
+    """The networks of the paper's models whose ImageNet weights the paper profile needs."""
+    models = catalogue()["models"].values()
+    return sorted({m.backbone for m in models if m.pretrained})

@@ -1,11 +1,15 @@
 """The paper's claims (padim_lib/paper/data/claims.yaml): loading, verdicts on result rows, and a self-check.
 
-A claim is one of the paper's sentences, quoted verbatim, with a machine-checkable test (see the
-file's header). `evaluate_claims` runs every test on reproduced result rows; `self_check` runs the
-same tests on the paper's own published figures, as if they were a reproduction with zero-width
-intervals: what a perfect reproduction would get. Every claim the table can test must hold there;
-where the paper's table cannot support its sentence as worded, the claim says so in
-`table_conflict` ("ties" or "contradicts") and `reading` states the test's reading of it.
+A claim is one of the paper's sentences with a machine-checkable test (see the file's header); its
+`origin` says where it comes from: "quote" (verbatim, from the excerpt), "paraphrase" (a sentence
+of a section the excerpt lacks, in other words) or "table" (a comparison the published table
+supports, not a sentence of the paper). `evaluate_claims` runs every test on reproduced result
+rows, and gives a verdict only where every model the claim involves is comparable with the
+paper's (per published row: `reasons`); `self_check` runs the same tests on the paper's own
+published figures, as if they were a reproduction with zero-width intervals: what a perfect
+reproduction would get. Every claim the table can test must hold there; where the paper's table
+cannot support its sentence as worded, the claim says so in `table_conflict` ("ties" or
+"contradicts") and `reading` states the test's reading of it.
 """
 
 from __future__ import annotations
@@ -34,8 +38,16 @@ CLAIM_TESTS: dict[str, tuple[str, ...]] = {
 CLAIM_COMMON = ("id", "quote", "source", "table", "test", "metric", "group", "kind")
 CLAIM_KINDS = ("direction", "magnitude")
 TABLE_CONFLICTS = ("ties", "contradicts")
-COLUMNS = ["id", "claim", "source", "table", "test", "kind", "metric", "group", "run_as", "check", "published",
-           "paper_table", "table_conflict", "reading", "reproduced", "ci_low", "ci_high", "unit", "verdict", "note"]
+# where a claim comes from (the `origin` field; default "quote")
+ORIGINS: dict[str, str] = {
+    "quote": "the paper's sentence, quoted verbatim from the excerpt",
+    "paraphrase": "a sentence of a section the excerpt lacks, given in other words (\"Not a quote\")",
+    "table": "a comparison the published table supports, not a sentence of the paper (\"Not a quote\")",
+}
+NOT_A_QUOTE = "Not a quote"
+COLUMNS = ["id", "claim", "source", "origin", "table", "test", "kind", "metric", "group", "run_as", "check",
+           "published", "paper_table", "table_conflict", "reading", "reproduced", "ci_low", "ci_high", "unit",
+           "verdict", "note"]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -45,6 +57,11 @@ def claim_configs(claim: Mapping[str, Any]) -> list[str]:
     for field in ("among", "others"):
         names.extend(claim.get(field, []))
     return list(dict.fromkeys(names))
+
+
+def claim_origin(claim: Mapping[str, Any]) -> str:
+    """Where the claim comes from: one of ORIGINS ("quote" unless the claim says otherwise)."""
+    return str(claim.get("origin", "quote"))
 
 
 def _check_claim(claim: Any, where: str, seen: set[str], published: pd.DataFrame) -> None:
@@ -60,6 +77,13 @@ def _check_claim(claim: Any, where: str, seen: set[str], published: pd.DataFrame
         raise PadimError(f"{where}: kind={claim['kind']!r}; expected one of {CLAIM_KINDS}")
     if claim["id"] in seen:
         raise PadimError(f"{where}: duplicate id {claim['id']!r}")
+    origin = claim_origin(claim)
+    if origin not in ORIGINS:
+        raise PadimError(f"{where}: origin={origin!r}; expected one of {list(ORIGINS)}")
+    if (origin != "quote") != str(claim["quote"]).startswith(NOT_A_QUOTE):
+        raise PadimError(f"{where}: origin {origin!r} and a quote that " +
+                         ("does not start" if origin != "quote" else "starts") + f" with {NOT_A_QUOTE!r}; "
+                         "a claim that is not a verbatim quote says so first")
     if claim.get("table_conflict", "") not in ("", *TABLE_CONFLICTS):
         raise PadimError(f"{where}: table_conflict={claim['table_conflict']!r}; expected one of {TABLE_CONFLICTS}")
     for field in ("min_diff_pp", "allowance_pp"):
@@ -233,12 +257,27 @@ def self_check(claims: Sequence[Mapping[str, Any]] | None = None, published: pd.
 
 
 # ----------------------------------------------------------------------------- all claims
+def not_comparable_reasons(claim: Mapping[str, Any], reasons: Mapping[tuple[str, str], Sequence[str]] | None
+                           ) -> list[str]:
+    """Why the claim's models in this run are not the paper's: the reasons (set-up and model) of
+    every configuration it names, from `reasons` ((table, published row) -> reasons; None: the
+    paper's own models); a row `reasons` does not know is a reason too. Empty: comparable."""
+    if reasons is None:
+        return []
+    out: list[str] = []
+    for name in claim_configs(claim):
+        known = reasons.get((claim["table"], name))
+        found = [f"no run of the paper's {name} to compare"] if known is None else list(known)
+        out += [r for r in found if r not in out]
+    return out
+
+
 def evaluate_claims(
     rows: pd.DataFrame,
     claims: Sequence[Mapping[str, Any]] | None = None,
     kinds: Mapping[str, str] | None = None,
-    comparable: bool = True,
     *,
+    reasons: Mapping[tuple[str, str], Sequence[str]] | None = None,
     level: float = 0.95,
     published: pd.DataFrame | None = None,
     by: str | None = None,
@@ -248,12 +287,18 @@ def evaluate_claims(
     Configurations are found by `by` (default: "published_row" when the rows have it, else
     "label"). Verdicts: "holds" (every CI beyond the claimed threshold / the claimed value, give
     or take its rounding allowance, meets the CI), "does not hold" (a CI entirely on the other side
-    / the value outside), "inconclusive" (CI straddles), "not comparable" (a magnitude claim when
-    `comparable` is False: the reproduced number and CI are still shown) and "not tested" (the rows
-    lack what the test needs, e.g. pixel metrics without masks; `note` says what). Differences are
-    in p.p.; `published` and `paper_table` are the same test on the paper's own figures (see
-    `self_check`), `table_conflict` and `reading` come from the claim; `run_as` names the run's
-    configurations behind the paper's names where they differ ("Rd 100 = Rd 40" on the embedded profile).
+    / the value outside), "inconclusive" (CI straddles), "not comparable" and "not tested" (the rows
+    lack what the test needs, e.g. pixel metrics without masks; `note` says what).
+
+    `reasons`: (published table, row) -> what the run's model behind that row, and the run's
+    set-up, change from the paper's (`paper.run.StudyRun.row_reasons`); None: the rows are the
+    paper's own models on the paper's set-up. A claim of any kind (direction or magnitude) gets a
+    verdict only when every configuration it names has no reason; otherwise it is "not comparable"
+    and `note` names the models and what differs (the reproduced number, its CI and what the test
+    gives on these rows are still shown). Differences are in p.p.; `published` and `paper_table`
+    are the same test on the paper's own figures (see `self_check`), `origin`, `table_conflict`
+    and `reading` come from the claim; `run_as` names the run's configurations behind the paper's
+    names where they differ ("Rd 100 = Rd 40" on the embedded profile).
     """
     published = load_published() if published is None else published
     claims = load_claims(published=published) if claims is None else claims
@@ -272,8 +317,9 @@ def evaluate_claims(
             names = claim_configs(claim)
             conflict = claim.get("table_conflict", "")
             base = {
-                "id": claim["id"], "claim": claim["quote"], "source": claim["source"], "table": claim["table"],
-                "test": claim["test"], "kind": claim["kind"], "metric": claim["metric"], "group": claim["group"],
+                "id": claim["id"], "claim": claim["quote"], "source": claim["source"], "origin": claim_origin(claim),
+                "table": claim["table"], "test": claim["test"], "kind": claim["kind"], "metric": claim["metric"],
+                "group": claim["group"],
                 "run_as": ", ".join(f"{n} = {shown[n]}" for n in names if n in shown and shown[n] != n),
                 "check": _check_text(claim), "table_conflict": conflict,
                 "reading": " ".join(claim.get("reading", "").split()),
@@ -282,10 +328,13 @@ def evaluate_claims(
                 result = _test(rows, claim, by, kinds, level)
             except MissingResults as err:
                 result = {"verdict": "not tested", "note": str(err)}
+            why = not_comparable_reasons(claim, reasons)
         except KeyError as err:
             raise PadimError(f"claim {claim.get('id')!r}: missing field {err}") from err
-        if claim["kind"] == "magnitude" and not comparable and result["verdict"] != "not tested":
-            result["note"] = ("the run's set-up differs from the paper's; " + result.get("note", "")).rstrip("; ")
+        if why and result["verdict"] != "not tested":
+            gives = f"the test on these rows gives {result['verdict']!r}"
+            result["note"] = "; ".join(x for x in ("not comparable with the paper's set-up: " + "; ".join(why), gives,
+                                                   result.get("note", "")) if x)
             result["verdict"] = "not comparable"
         if conflict:  # the book shows `note` under the test: say that the reading is not the literal one
             result["note"] = "; ".join(x for x in (f"the paper's table {conflict}: see the self-check", result["note"]) if x)

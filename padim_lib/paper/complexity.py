@@ -7,8 +7,13 @@
 - `padim_bytes`: the theoretical size of a PaDiM model, positions x d^2 x 4 B (the float32 inverse
   Cholesky factors) plus the means (positions x d x 4 B) and the Rd channel indices (d x 8 B).
 - `measure`: fit and predict one configuration on images (random ones, or a data set's: `RandomImages`,
-  `DatasetImages`) and report times and memory;
-  `scaling`: the same over a range of d, training-set sizes or image sizes.
+  `DatasetImages`) and report times and memory, also by part (`Detector.memory_terms`: the network
+  and the fitted statistics); `scaling`: the same over a range of d, training-set sizes or image sizes.
+- `memory_law`: the paper's PaDiM memory figures (0.17 GB, 3.8 GB, 5.2 GB, ...) against the law for
+  its models, read three ways: the Gaussians alone, plus the CNN as PaDiM runs it (up to its last
+  layer), plus the whole classification CNN (what "the pretrained CNN" may mean).
+- `forward_flops` / `spade_search_flops`: the operations of a backbone's forward pass (counted by
+  torch's FlopCounterMode) and of SPADE's pixel search, for the image size in use.
 
 Times depend on the machine and its load: `hardware()` says what the numbers were measured on.
 They are measured, shown with their spread, and never tested against a threshold.
@@ -16,12 +21,14 @@ They are measured, shown with their spread, and never tested against a threshold
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,13 +194,8 @@ def _measure(config: ExperimentConfig, *, n_train: int, n_test: int, image_size:
         "fit_s": fit_t.median, "fit_s_min": fit_t.min, "fit_s_max": fit_t.max,
         "predict_s": pred_t.median / n_test, "predict_s_min": pred_t.min / n_test,
         "predict_s_max": pred_t.max / n_test, "memory_bytes": state_bytes(det), "repeats": repeats,
-        "device": device,
+        "device": device, **{f"{term}_bytes": n for term, n in det.memory_terms().items()},
     }, det
-
-
-def grid_positions(detector: Any) -> int:
-    """Patch positions of a fitted PaDiM (the first layer's grid, where the others are aligned)."""
-    return int(sum(m.mean.shape[0] for m in detector.model_))
 
 
 def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_train: int, n_test: int,
@@ -204,8 +206,11 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
     `padim_bytes(positions, d)` in MB (the theory the measurement is set against)."""
     if factor not in ("d", "n_train", "image_size"):
         raise PadimError(f"factor={factor!r}; expected 'd', 'n_train' or 'image_size'")
-    if config.method != "padim":
-        raise PadimError(f"scaling: config.method={config.method!r}; the theory is PaDiM's (method 'padim')")
+    from padim_lib.methods.registry import get_method
+
+    if not hasattr(get_method(config.method).detector_class(), "gaussian_shape"):
+        raise PadimError(f"scaling: method {config.method!r} fits no Gaussians per position; the memory law "
+                         "set against the measurement is PaDiM's")
     rows = []
     for v in values:
         v = int(v)
@@ -218,11 +223,11 @@ def scaling(config: ExperimentConfig, factor: str, values: Sequence[int], *, n_t
             size = v
         out, probe = _measure(cfg, n_train=n, n_test=n_test, image_size=size, device=device, warmup=warmup,
                               repeats=repeats, images=images)
-        positions = grid_positions(probe)
-        kind, d = parse_reduce(cfg.reduce)
-        d = d if d is not None else int(probe.model_[0].mean.shape[1])
+        positions, d = probe.gaussian_shape()
+        kind, _ = parse_reduce(cfg.reduce)
         rows.append({factor: v, "n_train": n, "image_size": size, "d": d, "positions": positions, **out,
-                     "memory_mb": out["memory_bytes"] / 1e6,
+                     "memory_mb": out["memory_bytes"] / 1e6, "network_mb": out["network_bytes"] / 1e6,
+                "statistics_mb": out["statistics_bytes"] / 1e6,
                      "expected_mb": padim_bytes(positions, d, reduced=kind is not None) / 1e6})
     return pd.DataFrame(rows)
 
@@ -264,9 +269,112 @@ def compare_models(models: Sequence[tuple[ExperimentConfig, str]], *, n_train: i
                 "model": config.label, "stands for": published_row, "device": device,
                 "predict_s": out["predict_s"], "predict_s_min": out["predict_s_min"], "predict_s_max": out["predict_s_max"],
                 "fit_s": out["fit_s"], "fit_s_min": out["fit_s_min"], "fit_s_max": out["fit_s_max"],
-                "memory_mb": out["memory_bytes"] / 1e6,
+                "memory_mb": out["memory_bytes"] / 1e6, "network_mb": out["network_bytes"] / 1e6,
+                "statistics_mb": out["statistics_bytes"] / 1e6,
                 "paper_inference_s": pub["inference_s"].get(published_row, float("nan")) if "inference_s" in pub else np.nan,
                 "paper_memory_gb": pub["memory_gb"].get(published_row, float("nan")) if "memory_gb" in pub else np.nan,
                 "theory_gb": padim_bytes(PAPER_GRID, paper_d) / 1e9 if paper_d else np.nan,
             })
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- the paper's memory figures
+
+DATASET_OF_GROUP = {"MVTec AD": "mvtec", "STC": "stc"}  # published.csv's Complexity groups -> catalog data sets
+READINGS = {
+    "statistics": "the Gaussians alone: positions x (d^2 + d) x 4 B",
+    "statistics + CNN as run": "plus the CNN's parameters up to the last layer PaDiM reads",
+    "statistics + whole CNN": "plus the whole classification CNN's parameters (the paper: 'the pretrained CNN')",
+}
+
+
+@functools.cache
+def network_bytes(backbone: str, layers: tuple[str, ...] | None = None, *, whole: bool = False) -> int:
+    """Bytes (float32 parameters and buffers) of `backbone` built with random weights (weights change
+    no size): the network up to `layers` (None: the backbone's default layers), as PaDiM runs it, or,
+    with `whole`, the whole classification network. Built on the "meta" device: shapes, no memory."""
+    from padim_lib.features.extractor import FeatureExtractor, load_backbone
+    from padim_lib.methods.base import tensor_bytes
+
+    with torch.device("meta"):
+        if whole:
+            return tensor_bytes(load_backbone(backbone, pretrained=False))
+        return tensor_bytes(FeatureExtractor(backbone, layers, pretrained=False))
+
+
+def rounding_tolerance(text: str) -> float:
+    """Half a unit of a printed figure's last digit: '0.17' -> 0.005, '3.8' -> 0.05, '37' -> 0.5."""
+    decimals = len(text.split(".", 1)[1]) if "." in text else 0
+    return 0.5 * 10.0 ** -decimals
+
+
+def memory_law() -> pd.DataFrame:
+    """The paper's PaDiM memory figures (published.csv, Complexity, model_memory_gb) against the law
+    for the model behind each (paper.catalog: backbone and d; positions: the first layer's grid at
+    the data set's preprocessing, 56 x 56 on MVTec AD's 224 crop, 64 x 64 on STC's 256 frames).
+
+    One row per figure: model, data set, backbone, d, positions, published_gb (and its text),
+    tolerance_gb (half a unit of its last printed digit), the three readings (READINGS) in GB
+    (10^9 B) and, per reading, whether it rounds to the published figure ("matches ...")."""
+    from padim_lib.features.backbones import _spec, resolve_layers
+    from padim_lib.paper.catalog import paper_model, paper_preprocess
+    from padim_lib.paper.published import _typed_values, load_published
+
+    pub = load_published()
+    pub = pub[(pub["table"] == "Complexity") & (pub["metric"] == "model_memory_gb")]
+    typed = {k: v for k, v in _typed_values(str(Path(__file__).resolve().parent / "data" / "published.csv")).items()
+             if k[0] == "Complexity"}
+    rows = []
+    for _, r in pub.iterrows():
+        model = paper_model("Complexity", r["row"])
+        if model is None or model.method != "padim" or model.d is None:
+            continue  # SPADE and the VAE keep other things: no PaDiM law for them
+        pre = paper_preprocess(DATASET_OF_GROUP[r["group"]])
+        layers = resolve_layers(model.backbone, model.layers)
+        side = (pre.crop or pre.resize) // _spec(model.backbone).strides[layers[0]]
+        stats_b = padim_bytes(side * side, model.d, reduced=False)
+        text = typed[("Complexity", r["row"], r["group"], "model_memory_gb")]
+        values = {"statistics": stats_b,
+                  "statistics + CNN as run": stats_b + network_bytes(model.backbone, layers),
+                  "statistics + whole CNN": stats_b + network_bytes(model.backbone, whole=True)}
+        tol = rounding_tolerance(text)
+        row = {"model": r["row"], "data set": r["group"], "backbone": model.backbone, "d": model.d,
+               "positions": f"{side} x {side}", "published_gb": float(r["value"]), "published": text,
+               "tolerance_gb": tol}
+        for reading, b in values.items():
+            row[f"{reading} (GB)"] = b / 1e9
+            row[f"matches {reading}"] = bool(abs(b / 1e9 - float(r["value"])) <= tol + 1e-12)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- operation counts
+
+
+def forward_flops(backbone: str, layers: Sequence[str] | None = None, image_size: int = 224, *,
+                  pixel_layers: Sequence[str] | None = None) -> dict[str, Any]:
+    """Floating-point operations of one image's forward pass through `backbone` up to `layers`
+    (None: its default layers; SPADE's also hold its global layer: `Detector.feature_layers()`),
+    counted by torch.utils.flop_counter (2 per multiply-add of the convolutions and matrix products;
+    element-wise operations not counted). Returns flops, macs (= flops / 2), and what a pixel search
+    works on: positions (the first of `pixel_layers`' grid) and d (their channels, concatenated;
+    `pixel_layers` None: `layers`)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from padim_lib.features.extractor import FeatureExtractor
+
+    with torch.device("meta"):  # the count needs the shapes only: no weights, no arithmetic
+        ext = FeatureExtractor(backbone, layers, pretrained=False)
+        with FlopCounterMode(display=False) as counter:
+            maps = ext(torch.zeros(1, 3, int(image_size), int(image_size)))
+    pixel = [maps[layer] for layer in (pixel_layers or maps)]
+    flops = int(counter.get_total_flops())
+    return {"backbone": backbone, "image_size": int(image_size), "flops": flops, "macs": flops // 2,
+            "positions": int(pixel[0].shape[-2] * pixel[0].shape[-1]), "d": int(sum(m.shape[1] for m in pixel))}
+
+
+def spade_search_flops(positions: int, n_gallery: int, d: int) -> int:
+    """Operations of SPADE's pixel search for one test image: every test position against every
+    position of the K = `n_gallery` gallery images, a squared distance of d dimensions each
+    (a multiply-add per dimension: 2 x positions^2 x K x d)."""
+    return 2 * int(positions) ** 2 * int(n_gallery) * int(d)

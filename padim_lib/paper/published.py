@@ -11,6 +11,7 @@ The paper's claims about these figures (claims.yaml) are read and tested by `pad
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -59,3 +60,28 @@ def published_value(published: pd.DataFrame, table: str, row: str, group: str, m
         (published["table"] == table) & (published["row"] == row) & (published["group"] == group) & (published["metric"] == metric)
     ]
     return float(hit["value"].iloc[0]) if len(hit) else None
+
+
+@functools.cache
+def _typed_values(path: str) -> dict[tuple[str, str, str, str], str]:
+    """Each figure's value as written in the file ("37.0", "0.17"): how the paper prints it."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return {tuple(r[k] for k in KEY): r["value"] for _, r in df.iterrows()}
+
+
+def published_text(table: str, row: str, group: str, metric: str, *, unit: bool = False,
+                   path: str | os.PathLike | None = None) -> str:
+    """One published figure for prose, as the paper prints it, with its source's marker: '91.2 (t)'
+    for a secondary transcription, '97.1' for the excerpt; `unit`: '0.17 GB (t)', '5.3 p.p. (t)'.
+    A figure published.csv does not hold is an error naming it."""
+    path = Path(path) if path is not None else _data_file("published.csv")
+    pub = load_published(path)
+    hit = pub[(pub["table"] == table) & (pub["row"] == row) & (pub["group"] == group) & (pub["metric"] == metric)]
+    if hit.empty:
+        raise PadimError(f"published.csv has no figure for table={table!r}, row={row!r}, group={group!r}, "
+                         f"metric={metric!r}")
+    r = hit.iloc[0]
+    text = _typed_values(str(path))[(table, row, group, metric)]
+    if unit and r["unit"] not in ("", "count", "unstated"):
+        text += " %" if r["unit"] == "%" else f" {r['unit']}"
+    return text + (" (t)" if str(r["source"]).startswith("(t)") else "")

@@ -1,185 +1,206 @@
-"""A study: configurations x classes (or STC scenes), run like the tables, compared with one published table.
+"""A Study: the declaration of one experiment of the paper, as data.
 
-The detection, non-aligned and STC chapters each set a few configurations (PaDiM, SPADE, the VAE)
-against published figures that are not one of the paper's Tables I / II. `run_study` runs them
-through the same sweep and result cache as the tables (`padim_lib.engine.sweep.run`: tasks already
-stored in `results_dir` are read, not recomputed) and returns a `StudyRun`, which summarises the
-rows (`stats.summarise`: per class and per group, 95 % bootstrap intervals over test images) and
-joins them with `published.csv` by each configuration's `published_row`.
-
-`spread_over_versions` averages a study repeated on several versions of a data set (the
-non-aligned MVTec AD's seeded versions) and says how far the versions spread.
+A study names its published table, its configurations (each an `Entry` with a role, e.g. Table I's
+"single" / "sum" / "joint", and the published row it is set against), the data it runs on (one
+or more `DataVersion`s: the non-aligned chapter runs every configuration on the aligned data and
+on seeded non-aligned versions), and its class selection. From that alone it gives its tasks
+(classes x configurations x seeds, for `engine.sweep`), its comparability with the paper's set-up
+(`paper.catalog`: what each configuration and the data change from the model and data behind its
+published row), and the claims it can test. `paper.run.run(study)` runs it; the chapters' builders
+(`paper.experiments`) make one from a chapter's parameters.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from padim_lib.datasets.catalog import category_kinds
 from padim_lib.datasets.preprocess import Preprocess
-from padim_lib.engine import sweep
-from padim_lib.engine import task as experiments
 from padim_lib.engine.config import ExperimentConfig
-from padim_lib.engine.results import ResultStore
+from padim_lib.engine.studyfile import make_tasks
 from padim_lib.engine.task import Task
 from padim_lib.errors import PadimError
-from padim_lib.paper import stats
+from padim_lib.paper import catalog
+
+MAIN = "main"  # the name of a study's first (or only) data version
 
 
-def short_name(backbone: str) -> str:
-    """The paper's short name of a backbone ("WR50"), or the name itself."""
-    from padim_lib.paper.tables import BACKBONE_SHORT
+@dataclass(frozen=True)
+class Entry:
+    """One configuration of a study: its role in the table, and the data version it runs on."""
 
-    return BACKBONE_SHORT.get(backbone, backbone)
-
-
-def rd_label(backbone: str, rd: int | None) -> str:
-    """ "PaDiM-WR50-Rd550", or "PaDiM-Lite0" without a reduction."""
-    return f"PaDiM-{short_name(backbone)}" + (f"-Rd{int(rd)}" if rd else "")
+    role: str
+    config: ExperimentConfig
+    version: str = MAIN
 
 
-@dataclass
-class StudyRun:
-    """Configurations, tasks and labelled result rows of one study; `table` names its published figures."""
+@dataclass(frozen=True)
+class DataVersion:
+    """A data set a study runs on: `root`, and a preprocessing that replaces the configurations'
+    own there (None: keep theirs; the non-aligned versions are read with a random crop)."""
 
-    table: str
-    configs: list[ExperimentConfig]
-    tasks: list[Task]
-    results: pd.DataFrame  # tidy rows (experiments.ROW_COLUMNS), labelled by the configs
-    results_dir: Path
-    comparable: bool = False  # whether the figures can be set against the paper's (see `comparability`)
-    reasons: list[str] = field(default_factory=lambda: ["comparability not checked"])
+    name: str
+    root: str
+    preprocess: Preprocess | None = None
 
-    def labels(self) -> list[str]:
-        """Labels in configuration order, each once."""
-        return list(dict.fromkeys(c.label for c in self.configs))
+
+@dataclass(frozen=True)
+class Study:
+    """One experiment: configurations by role, data versions, classes, and the published table."""
+
+    name: str
+    table: str  # published.csv's table its figures are set against
+    roles: Mapping[str, str]  # role -> description, in the table's order
+    entries: tuple[Entry, ...]
+    versions: tuple[DataVersion, ...]
+    classes: tuple[str, ...] | None = None  # None: every class (scene) of the data
+    # further published tables with figures for these models: (table, {our row name: its row name})
+    other_tables: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    dataset: str = "mvtec"  # the paper's data set it reproduces (paper.catalog.DATASETS)
+    notes: Mapping[str, Any] = field(default_factory=dict)  # chapter facts (e.g. the seeds asked for)
+
+    def __post_init__(self) -> None:
+        if not self.entries:
+            raise PadimError(f"study {self.name!r}: no configurations")
+        names = [v.name for v in self.versions]
+        if not names or len(set(names)) != len(names):
+            raise PadimError(f"study {self.name!r}: versions {names}; expected distinct names, at least one")
+        for e in self.entries:
+            if e.role not in self.roles:
+                raise PadimError(f"study {self.name!r}: role {e.role!r} of {e.config.label!r}; expected one of "
+                                 f"{list(self.roles)}")
+            if e.version not in names:
+                raise PadimError(f"study {self.name!r}: {e.config.label!r} runs on version {e.version!r}; "
+                                 f"expected one of {names}")
+            if not e.config.label:
+                raise PadimError(f"study {self.name!r}: a {e.role!r} configuration has no label")
+        if self.dataset not in catalog.DATASETS:
+            raise PadimError(f"study {self.name!r}: dataset={self.dataset!r}; expected one of {catalog.DATASETS}")
+
+    # ------------------------------------------------------------------ what it runs
 
     @property
-    def classes(self) -> list[str]:
-        return list(dict.fromkeys(t.category for t in self.tasks))
+    def data_root(self) -> str:
+        """The main data version's root."""
+        return self.versions[0].root
 
-    def rows(self, data_root: str | os.PathLike | None = None) -> pd.DataFrame:
-        """All rows, or those computed on `data_root`."""
-        if data_root is None:
-            return self.results
-        return self.results[self.results["data_root"] == str(data_root)]
+    def version(self, name: str | None = None) -> DataVersion:
+        """The data version `name` (None: the main one)."""
+        if name is None:
+            return self.versions[0]
+        for v in self.versions:
+            if v.name == name:
+                return v
+        raise PadimError(f"study {self.name!r}: version={name!r}; expected one of {[v.name for v in self.versions]}")
 
-    def summary(self, data_root: str | os.PathLike | None = None) -> pd.DataFrame:
-        """stats.summarise of the rows (of one data root): value with 95 % CI per label, metric, group."""
-        return stats.summarise(self.rows(data_root))
-
-    def comparison(self, summary: pd.DataFrame | None = None, comparable: bool | None = None) -> pd.DataFrame:
-        """Reproduced vs published (percent): stats.compare_published against `table`."""
-        return stats.compare_published(self.summary() if summary is None else summary, self.table,
-                                       comparable=self.comparable if comparable is None else comparable)
-
-    def published(self) -> pd.DataFrame:
-        """This study's published figures as (group, label, metric, value as a fraction), for plots."""
-        from padim_lib.paper.published import load_published
-
-        pub = load_published()
-        pub = pub[(pub["table"] == self.table) & (pub["unit"] == "%")]
-        rows = [{"group": r["group"], "label": c.label, "metric": r["metric"], "value": r["value"] / 100}
-                for c in self.configs if c.published_row for _, r in pub[pub["row"] == c.published_row].iterrows()]
-        return pd.DataFrame(rows, columns=["group", "label", "metric", "value"]).drop_duplicates()
-
-    def stand_ins(self) -> pd.DataFrame:
-        """Per configuration: the network it ran and the published row it is set against."""
-        rows = {c.label: {"network run": c.backbone, "method": c.method, "set against (paper)": c.published_row or "–"}
-                for c in self.configs}
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("configuration")
-
-    def artifacts(self, label: str, category: str, data_root: str | os.PathLike | None = None) -> dict:
-        """The arrays stored with the task of (label, category[, data_root]); the lowest seed."""
-        tasks = [t for t in self.tasks if t.config.label == label and t.category == category
-                 and (data_root is None or t.data_root == str(data_root))]
-        if not tasks:
-            raise PadimError(f"{self.table}: no task for configuration {label!r} and class {category!r}")
-        return ResultStore(self.results_dir).artifacts(min(tasks, key=lambda t: t.config.seed).key())
-
-    def curves(self, kind: str = "roc", data_root: str | os.PathLike | None = None) -> dict[str, dict[str, tuple]]:
-        """{class: {label: (x, y)}}: kind "roc" (image ROC), "pixel_roc" or "pro" (PRO vs FPR)."""
-        names = {"roc": ("image_roc_fpr", "image_roc_tpr"), "pixel_roc": ("pixel_roc_fpr", "pixel_roc_tpr"),
-                 "pro": ("pro_fpr", "pro")}
-        if kind not in names:
-            raise PadimError(f"kind={kind!r}; expected one of {sorted(names)}")
-        x, y = names[kind]
-        out: dict[str, dict[str, tuple]] = {}
-        for category in self.classes:
-            for label in self.labels():
-                art = self.artifacts(label, category, data_root)
-                if x in art:
-                    out.setdefault(category, {})[label] = (art[x], art[y])
+    def resolved(self) -> list[Entry]:
+        """The entries with each version's preprocessing applied to their configurations."""
+        out = []
+        for e in self.entries:
+            pre = self.version(e.version).preprocess
+            out.append(e if pre is None else replace(e, config=e.config.replace(preprocess=pre)))
         return out
 
+    def configs(self, version: str | None = None) -> list[ExperimentConfig]:
+        """The configurations (on `version`; None: every version), in declaration order."""
+        return [e.config for e in self.resolved() if version is None or e.version == version]
 
-def run_study(
-    table: str,
-    tasks: Sequence[Task],
-    configs: Sequence[ExperimentConfig],
-    *,
-    results_dir: str | os.PathLike = "results",
-    device: str = "auto",
-    scheduler: str | None = None,
-    bootstrap: int = 200,
-    torch_threads: int | None = None,
-    progress: bool = True,
-    workers: int | str = "auto",
-    comparability: tuple[bool, list[str]] | None = None,
-) -> StudyRun:
-    """Run (or read from the result cache) `tasks` as the tables do; rows labelled by `configs`.
+    def tasks(self) -> list[Task]:
+        """Classes x configurations (x seeds) on every version, each computation once."""
+        tasks: dict[str, Task] = {}
+        for v in self.versions:
+            configs = self.configs(v.name)
+            if configs:
+                for t in make_tasks(v.root, list(self.classes) if self.classes else "all", configs):
+                    tasks.setdefault(t.key(), t)
+        return list(tasks.values())
 
-    Rows are joined to configurations by key. Two configurations may share a label only if they
-    run on different data roots (e.g. one method on aligned and non-aligned data): summarise
-    those per root. `comparability`: (comparable, reasons) recorded on the run (default: not
-    comparable, not checked).
-    """
-    labels = [c.label for c in configs]
-    if not configs or any(not label for label in labels):
-        raise PadimError(f"configs: expected configurations with non-empty labels, got {labels}")
-    if progress:
-        print(f"{table}: {len(tasks)} tasks ({len(configs)} configurations)", flush=True)
-    rows = sweep.run(list(tasks), results_dir, scheduler=scheduler, device=device, bootstrap=bootstrap,
-                     torch_threads=torch_threads, progress=progress, workers=1 if scheduler else workers)
-    run = StudyRun(table, list(configs), list(tasks), experiments.label_rows(rows, configs), Path(results_dir))
-    if comparability is not None:
-        run.comparable, run.reasons = bool(comparability[0]), list(comparability[1])
-    return run
+    # ------------------------------------------------------------------ against the paper
+
+    def paper_model(self, row: str) -> catalog.PaperModel | None:
+        """The paper's model behind published `row` of this study's table or its other tables."""
+        found = catalog.paper_model(self.table, row)
+        for table, rename in self.other_tables:
+            if found is None:
+                found = catalog.paper_model(table, rename.get(row, row))
+        return found
+
+    def model_reasons(self) -> dict[str, list[str]]:
+        """Per label of the main version: what it changes from the paper's model behind its row
+        (an entry without a published row: nothing to compare, no reasons)."""
+        out: dict[str, list[str]] = {}
+        for e in self.resolved():
+            if e.version != self.versions[0].name or not e.config.published_row:
+                continue
+            model = self.paper_model(e.config.published_row)
+            reasons = (catalog.model_differences(e.config, model) if model is not None
+                       else [f"{e.config.label}: no model of the paper's behind {e.config.published_row!r}"])
+            out.setdefault(e.config.label, [])
+            out[e.config.label] += [r for r in reasons if r not in out[e.config.label]]
+        return out
+
+    def setup_reasons(self) -> list[str]:
+        """What the data, class selection, preprocessing and training budget change from the paper's."""
+        reasons = catalog.data_differences(self.data_root, list(self.classes) if self.classes else None, self.dataset)
+        for c in self.configs(self.versions[0].name):
+            reasons += [r for r in catalog.setup_differences(c, self.dataset) if r not in reasons]
+        return reasons
+
+    def comparability(self) -> tuple[bool, list[str]]:
+        """(comparable, reasons): comparable only when neither the set-up nor any model differs."""
+        reasons = self.setup_reasons() + [r for rs in self.model_reasons().values() for r in rs]
+        return not reasons, reasons
+
+    def row_names(self) -> set[str]:
+        """Every published row name this study's configurations answer to, in any of its tables."""
+        rows = {c.published_row for c in self.configs() if c.published_row}
+        return rows | {rename.get(r, r) for _, rename in self.other_tables for r in rows}
+
+    def claims(self, all_claims: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The claims (claims.yaml) of this study's tables whose configurations are all its rows."""
+        from padim_lib.paper.claims import claim_configs, load_claims
+
+        tables = {self.table} | {t for t, _ in self.other_tables}
+        names = self.row_names()
+        return [dict(c) for c in (load_claims() if all_claims is None else all_claims)
+                if c["table"] in tables and set(claim_configs(c)) <= names]
 
 
-def comparability(
-    data_root: str | os.PathLike,
-    classes: Sequence[str] | str | None,
-    configs: Sequence[ExperimentConfig],
-    paper_backbones: Mapping[str, str],
-    *,
-    preprocess: Preprocess,
-    max_train: int | None = None,
-) -> tuple[bool, list[str]]:
-    """Whether an MVTec AD study can be set against the paper's figures, and if not, why: the
-    tables' conditions (complete MVTec AD, all classes, 256 / 224, every training image), and each
-    configuration on the backbone its published row names (`paper_backbones`: row -> backbone)."""
-    from padim_lib.paper import tables
-
-    _, reasons = tables.comparability(data_root, "resnet18", classes, preprocess=preprocess, max_train=max_train)
-    reasons = [r for r in reasons if not r.startswith("backbone ")]
-    for c in configs:
-        wanted = paper_backbones.get(c.published_row)
-        if wanted and c.backbone != wanted:
-            reasons.append(f"{c.label} runs {c.backbone}, not the paper's {wanted}")
-    return not reasons, reasons
+# ----------------------------------------------------------------------------- class selection
 
 
-def class_subset(data_root: str | os.PathLike, classes: Sequence[str] | str | None) -> list[str]:
+def as_list(classes: Sequence[str] | str | None) -> list[str] | None:
+    """A chapter's `classes` parameter: None / "all" -> None (every class), "x" -> ["x"]."""
+    if classes is None or classes == "all":
+        return None
+    if isinstance(classes, str):
+        return [classes]
+    return [str(c) for c in classes]
+
+
+def per_kind(data_root: str | os.PathLike, classes: Sequence[str] | str | None, n: int | None) -> list[str] | None:
+    """`classes` (None / "all": every class), cut to the first `n` textures and `n` objects (None:
+    all of them), in the data set's order."""
+    chosen = as_list(classes)
+    if n is None:
+        return chosen
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise PadimError(f"classes_per_kind={n!r}; expected an integer >= 1 or None")
+    kinds = category_kinds(data_root)
+    out, counts = [], {}
+    for name in (c for c in kinds if chosen is None or c in chosen):
+        if counts.get(kinds[name], 0) < n:
+            out.append(name)
+            counts[kinds[name]] = counts.get(kinds[name], 0) + 1
+    return out
+
+
+def one_of_each(data_root: str | os.PathLike, classes: Sequence[str] | str | None) -> list[str]:
     """A chapter's class choice: a list as given, "all" (every class), or None: the first texture and
     the first object class (one of each kind, so every group mean exists; a small budget)."""
-    from padim_lib.datasets.catalog import category_kinds
-
     kinds = category_kinds(data_root)
     if classes == "all":
         return list(kinds)
@@ -192,25 +213,9 @@ def class_subset(data_root: str | os.PathLike, classes: Sequence[str] | str | No
     return picked
 
 
-def spread_over_versions(summaries: Mapping[str, pd.DataFrame], by: str = "label") -> pd.DataFrame:
-    """Mean and spread of summaries of the same study on several data set versions.
-
-    summaries: version name -> stats.summarise output (columns by, group, metric, value, ...).
-    Returns one row per (by, group, metric) present in every version: mean, std (ddof=1; NaN for
-    one version), sem, min, max of the versions' values, and n_versions; values as given (fractions).
-    """
-    if not summaries:
-        raise PadimError("summaries: expected at least one version")
-    parts = [s[[by, "group", "metric", "value"]].assign(version=v) for v, s in summaries.items()]
-    df = pd.concat(parts, ignore_index=True)
-    n = len(summaries)
-    out = []
-    for (name, group, metric), sub in df.groupby([by, "group", "metric"], sort=False):
-        if sub["version"].nunique() != n:  # a group missing in one version would bias the mean
-            continue
-        values = sub["value"].to_numpy(float)
-        std = float(np.std(values, ddof=1)) if n > 1 else float("nan")
-        out.append({by: name, "group": group, "metric": metric, "mean": float(values.mean()), "std": std,
-                    "sem": std / np.sqrt(n) if n > 1 else float("nan"), "min": float(values.min()),
-                    "max": float(values.max()), "n_versions": n})
-    return pd.DataFrame(out, columns=[by, "group", "metric", "mean", "std", "sem", "min", "max", "n_versions"])
+def default_category(data_root: str | os.PathLike) -> str:
+    """The first object class under `data_root` (objects make the clearest maps), else the first class."""
+    kinds = category_kinds(data_root)
+    if not kinds:
+        raise PadimError(f"data_root {data_root}: no class folders with train/good")
+    return next((c for c, k in kinds.items() if k == "object"), next(iter(kinds)))

@@ -22,6 +22,9 @@ from padim_lib.errors import PadimError
 from padim_lib.io.atomic import atomic_write
 
 EXECUTED_DIR = "book/_executed"
+# chapter stem -> the experiment of `paper.experiments` it runs (`report.chapter_studies`, `report.plan`)
+CHAPTER_EXPERIMENTS = {"table1_layers": "table1", "table2_dimensionality": "table2", "baselines": "baselines",
+                       "detection": "detection", "non_aligned": "nonaligned", "stc": "stc"}
 
 
 @dataclass(frozen=True)

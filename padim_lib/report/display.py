@@ -23,7 +23,7 @@ import torch
 from padim_lib.errors import PadimError
 from padim_lib.features.extractor import align_concat
 from padim_lib.paper import stats
-from padim_lib.paper.published import load_published, published_value
+from padim_lib.paper.published import load_published, published_text, published_value
 
 if TYPE_CHECKING:  # pandas' Styler imports jinja2
     from pandas.io.formats.style import Styler
@@ -117,6 +117,25 @@ def published_diff(table: str, a: str, b: str, metric: str, group: str = "all") 
     return "n/a" if va is None or vb is None else f"{va - vb:+.1f} p.p."
 
 
+def averaging_table(averages: pd.DataFrame, run: Any) -> pd.DataFrame:
+    """`paper.stc.averages` in percent, per configuration and metric: the mean over scenes [95 % CI],
+    the AUROC pooled over all frames of all scenes, and the paper's figure for the row (its
+    averaging not stated) with its source marker ("–" where it gives none)."""
+    names = {"pixel_auroc": "pixel AUROC", "image_auroc": "frame AUROC"}
+    out = []
+    for _, r in averages.iterrows():
+        row = run.published_row(r["label"])
+        try:
+            paper = published_text(run.table, row, "all", r["metric"]) if row else "–"
+        except PadimError:  # the paper gives no such figure (the frame AUROC)
+            paper = "–"
+        pooled = "– (stored before pooling was kept: re-run)" if math.isnan(r["pooled"]) else f"{100 * r['pooled']:.1f}"
+        out.append({"configuration": r["label"], "metric": names.get(r["metric"], r["metric"]),
+                    "mean over scenes [95 % CI]": fmt_ci(100 * r["mean"], 100 * r["ci_low"], 100 * r["ci_high"]),
+                    "pooled over all frames": pooled, "paper (averaging not stated)": paper})
+    return pd.DataFrame(out).set_index(["configuration", "metric"])
+
+
 def best_label(summary: pd.DataFrame, labels: Sequence[str], metric: str, group: str = "all") -> str:
     """The label among `labels` with the highest value of `metric` for `group`, e.g. 'Layer 3 (97.2 %)'."""
     sub = summary[(summary["metric"] == metric) & (summary["group"] == group) & summary["label"].isin(labels)]
@@ -152,20 +171,26 @@ def claims_table(verdicts: pd.DataFrame, names: Mapping[str, str] | None = None)
     """stats.evaluate_claims output as a styled table, one block of rows per quoted sentence.
 
     Rows are grouped by (table, the paper's sentence, claim id); columns: the test (with this run's
-    configuration names when `names` maps published rows to them), reproduced value [95 % CI],
-    the same quantity on the paper's table, and the verdict (coloured).
+    configuration names when `names` maps published rows to them, and the chapter whose run tested
+    it when `verdicts` has a "chapter" column: `paper.run.chapter_verdicts`), reproduced value
+    [95 % CI], the same quantity on the paper's table, and the verdict (coloured).
     """
     names = dict(names or {})
     pattern = re.compile("|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))) if names else None
 
+    def own_names(r) -> dict[str, str]:  # the row's own run's names ("Rd 100 = Rd 40, ..."): several runs' verdicts
+        run_as = r.get("run_as") if not names else None
+        return dict(p.split(" = ", 1) for p in run_as.split(", ") if " = " in p) if isinstance(run_as, str) else {}
+
     def test(r) -> str:
         check = str(r["check"]) if isinstance(r["check"], str) else str(r["test"])
         text = pattern.sub(lambda m: names[m.group(0)], check) if pattern else check
+        for paper_name, run_name in sorted(own_names(r).items(), key=lambda kv: -len(kv[0])):
+            text = text.replace(paper_name, run_name)
         note = r["note"] if isinstance(r["note"], str) else ""
-        # the box above the table already says when the set-up differs from the paper's
-        note = note.replace("the run's set-up differs from the paper's", "").strip("; ")
         note = f"; {note}" if note else ""
-        return f"{text}<br><small>{r['metric']}, {r['group']}{note}</small>"
+        chapter = f"chapter {r['chapter']}: " if isinstance(r.get("chapter"), str) and r["chapter"] else ""
+        return f"{text}<br><small>{chapter}{r['metric']}, {r['group']}{note}</small>"
 
     def number(r) -> str:
         value = r.get("reproduced")
@@ -184,7 +209,8 @@ def claims_table(verdicts: pd.DataFrame, names: Mapping[str, str] | None = None)
     # The claim id keeps the index unique (Styler.map needs it); it is hidden, and rows sharing a
     # sentence show it once (Styler spans equal index values).
     sentences = [f"“{q.strip()}” ({t})" for q, t in zip(verdicts["claim"], verdicts["table"], strict=True)]
-    index = pd.MultiIndex.from_arrays([sentences, verdicts["id"]], names=["the paper's sentence", "claim"])
+    ids = verdicts["id"] if "chapter" not in verdicts else verdicts["id"] + " @" + verdicts["chapter"].astype(str)
+    index = pd.MultiIndex.from_arrays([sentences, ids], names=["the paper's sentence", "claim"])
     df = pd.DataFrame({
         "tested as": [test(r) for _, r in verdicts.iterrows()],
         "reproduced [95 % CI]": [number(r) for _, r in verdicts.iterrows()],
@@ -219,11 +245,36 @@ def comparability_note(profile: str, comparable: bool, reasons: Sequence[str]) -
     return (
         f":::{{warning}}\n**The numbers in this book are not comparable with the paper's.** This run "
         f"(profile `{profile}`) differs from the paper's set-up: {why}. It exercises the whole "
-        "pipeline and tests the paper's claims about orderings (which layer, which reduction is better) "
-        "on other data; the published figures are shown for orientation only, and claims about "
-        "magnitudes are marked *not comparable*. Run `padim book --profile paper` with MVTec AD in "
-        "`data/mvtec` to compare.\n:::\n"
+        "pipeline and runs the tests of the paper's claims on other data; the published figures are "
+        "shown for orientation only, and a claim whose models or set-up differ from the paper's, an "
+        "ordering as much as a magnitude, gets no verdict: it is marked *not comparable*, with what "
+        "differs. Run `padim book --profile paper` with MVTec AD in `data/mvtec` to compare.\n:::\n"
     )
+
+
+def runs_note(runs: Mapping[str, Any]) -> str:
+    """One MyST admonition for several chapters' runs: whether they use the paper's set-up and
+    models, and for each that does not, why (its `StudyRun.reasons`)."""
+    off = {name: r.reasons for name, r in runs.items() if not r.comparable}
+    if not off:
+        return (":::{note}\nEvery chapter's run uses the paper's set-up and models, so every claim below is "
+                "judged; read the verdicts with their intervals.\n:::\n")
+    lines = "\n".join(f"- **{name}**: " + "; ".join(reasons) for name, reasons in off.items())
+    return (":::{warning}\nThese chapters' runs differ from the paper's set-up or models: a claim they test gets a "
+            "verdict only if none of the differences touches a model it names; otherwise it is *not comparable* (what "
+            "the test gives on their rows is in its note):\n\n" + lines + "\n:::\n")
+
+
+DRY_RUN_TITLE = "Random weights: a dry run, the numbers mean nothing"
+
+
+def dry_run_note() -> str:
+    """The MyST warning every chapter shows when its networks ran on random weights (`pretrained=False`)."""
+    return (f":::{{admonition}} {DRY_RUN_TITLE}\n:class: warning\n\nEvery network of this chapter ran with "
+            "randomly initialised weights (`pretrained=False`), not ImageNet's. This run shows only that the "
+            "code path works end to end (no crash, no missing parameter, no shape error); its figures say "
+            "nothing about PaDiM, its baselines or the paper. Run with `pretrained=True` (the default) for "
+            "numbers that mean something.\n:::\n")
 
 
 def table_note(run: Any) -> str:
@@ -309,3 +360,17 @@ def patch_vectors(features: Mapping[str, torch.Tensor], position: tuple[int, int
         for s in range(0, n, batch_size)
     ]
     return np.concatenate(out)
+
+
+def threshold_table(held: Any, rates: Mapping[str, float | None]) -> pd.DataFrame:
+    """The thresholds of a `padim_lib.engine.threshold.HoldoutThreshold` and the false- and true-positive
+    rates they give on a test set (`HoldoutThreshold.test_rates`), one row for images, one for pixels."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    rows = {
+        level: {"threshold": f"{value:.2f}", "test FPR": pct(rates[f"{level}_fpr"]), "test TPR": pct(rates[f"{level}_tpr"])}
+        for level, value in (("image", held.image_threshold), ("pixel", held.pixel_threshold))
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")

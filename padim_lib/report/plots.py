@@ -248,7 +248,7 @@ def overlay_grid(examples: Mapping[str, Mapping], *, title: str = "") -> Figure:
     """`overlays` for several classes in one figure: one subfigure (two rows) per class, titled
     with its name, each with its own colour scale (distances of different classes' models differ).
 
-    examples: class -> keyword arguments of `overlays` (images, maps, masks, titles), e.g. TableRun.examples.
+    examples: class -> keyword arguments of `overlays` (images, maps, masks, titles), e.g. StudyRun.examples.
     """
     if not examples:
         raise ValueError("overlay_grid: no classes to draw")

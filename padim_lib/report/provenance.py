@@ -43,14 +43,17 @@ def collect(
     device: str = "auto",
     classes: Sequence[str] | None = None,
     repo: str | os.PathLike | None = None,
+    pretrained: bool = True,
 ) -> dict[str, str]:
-    """Provenance of a run, as label -> text (insertion order is display order)."""
+    """Provenance of a run, as label -> text (insertion order is display order). `pretrained=False`:
+    the backbone ran on random weights (a dry run), and the Weights line says so."""
     info: dict[str, str] = {}
     if data_root is not None:
         info["Data set"] = dataset_description(data_root, classes)
     if backbone is not None:
         info["Backbone"] = backbone
-        info["Weights"] = weights_description(backbone, weights)
+        info["Weights"] = (weights_description(backbone, weights) if pretrained else
+                           "**random initialisation** (pretrained=False: a dry run, no ImageNet weights)")
     info["Device"] = device_description(device)
     info["Python"] = f"{platform.python_version()} ({platform.platform(terse=True)})"
     info["Libraries"] = ", ".join(f"{k} {v}" for k, v in library_versions().items())
@@ -139,6 +142,34 @@ def device_description(device: str = "auto") -> str:
     if resolved.startswith("cuda") and torch.cuda.is_available():
         return f"{resolved}: {torch.cuda.get_device_name(torch.device(resolved))}"
     return f"cpu: {_cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def machine_description(device: str = "auto") -> str:
+    """The hardware a run used: 'CPU model, N cores, M GiB RAM', plus '; GPU name' when `device`
+    ("auto", "cpu", "cuda", "cuda:N") resolves to a GPU. Imports torch only for "auto" and CUDA."""
+    parts = [_cpu_model(), f"{os.cpu_count()} cores"]
+    memory = _memory_gib()
+    if memory is not None:
+        parts.append(f"{memory:.0f} GiB RAM")
+    text = ", ".join(parts)
+    if device != "cpu":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                resolved = "cuda" if device == "auto" else str(device)
+                if resolved.startswith("cuda"):
+                    text += f"; GPU {torch.cuda.get_device_name(torch.device(resolved))}"
+        except Exception:  # noqa: BLE001 - a description never stops a run
+            pass
+    return text
+
+
+def _memory_gib() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that tells
+        return None
 
 
 def _cpu_model() -> str:

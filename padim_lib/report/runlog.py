@@ -5,6 +5,9 @@ perhaps with other parameters. The runner records every execution in book/_execu
 (`record`), and the introduction, executed after the other chapters, shows `execution_table`:
 per chapter, when it ran, the profile, the data, and each parameter whose value differs from the
 value most chapters that take it ran with, so a reader sees at once which pages do not match.
+Each record also keeps the run's wall-clock time and the hardware it ran on: the "Execution
+statistics" page (book/execution.ipynb, run after every other chapter) shows them with
+`statistics_table`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 from padim_lib.io.atomic import atomic_write
 
 RUNS_FILE = Path("book") / "_executed" / "runs.json"
+STATISTICS_PAGE = "execution"  # the chapter that shows `statistics_table`; the runner runs it last
 
 
 def data_fingerprint(data_root: str | os.PathLike) -> str:
@@ -50,8 +54,10 @@ def load(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return runs if isinstance(runs, dict) else {}
 
 
-def record(root: str | os.PathLike, stem: str, profile: str, parameters: Mapping[str, Any]) -> None:
-    """Add (or replace) chapter `stem`'s execution, now, in the record (written atomically)."""
+def record(root: str | os.PathLike, stem: str, profile: str, parameters: Mapping[str, Any], *,
+           seconds: float | None = None, hardware: str | None = None) -> None:
+    """Add (or replace) chapter `stem`'s execution, now, in the record (written atomically).
+    `seconds`: the run's wall-clock time; `hardware`: what it ran on (provenance.machine_description)."""
     runs = load(root)
     data = parameters.get("data_root")
     runs[stem] = {
@@ -59,6 +65,8 @@ def record(root: str | os.PathLike, stem: str, profile: str, parameters: Mapping
         "profile": profile,
         "parameters": json.loads(json.dumps(dict(parameters), default=str)),
         "data": None if data is None else {"root": str(data), "fingerprint": data_fingerprint(Path(root) / data)},
+        "seconds": None if seconds is None else round(float(seconds), 1),
+        "hardware": hardware,
     }
     text = json.dumps(runs, indent=1, sort_keys=True)
     atomic_write(Path(root) / RUNS_FILE, lambda tmp: tmp.write_text(text))
@@ -89,3 +97,64 @@ def execution_table(root: str | os.PathLike, order: Sequence[str] | None = None)
             "differs from the other chapters": ", ".join(differs),
         })
     return pd.DataFrame(rows, columns=["chapter", "executed", "profile", "data", "differs from the other chapters"])
+
+
+def format_seconds(seconds: float | None) -> str:
+    """'42 s', '3 min 05 s', '2 h 07 min'; 'not recorded' for None (a run logged before run times were)."""
+    if seconds is None:
+        return "not recorded"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def statistics_table(root: str | os.PathLike, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per recorded chapter (in `order` when given): its run time (wall clock, kernel start included),
+    profile, hardware and when it ran. The column `seconds` holds the run time as a number (NaN when
+    not recorded)."""
+    runs = load(root)
+    stems = [s for s in (order or sorted(runs)) if s in runs]
+    rows = []
+    for stem in stems:
+        run = runs[stem]
+        seconds = run.get("seconds")
+        rows.append({
+            "chapter": stem,
+            "run time": format_seconds(seconds),
+            "profile": run.get("profile", ""),
+            "hardware": run.get("hardware") or "not recorded",
+            "executed": run.get("executed", ""),
+            "seconds": float("nan") if seconds is None else float(seconds),
+        })
+    return pd.DataFrame(rows, columns=["chapter", "run time", "profile", "hardware", "executed", "seconds"])
+
+
+def statistics_summary(stats: pd.DataFrame, order: Sequence[str], profile: str) -> str:
+    """One paragraph on `statistics_table`'s rows: how many of the chapters in `order` ran, their total
+    run time, on which hardware, and which ran on another profile than `profile` or have not run."""
+    stats = stats[stats["chapter"].isin(list(order))]
+    ran = [s for s in order if s in set(stats["chapter"])]
+    if not ran:
+        return f"None of the {len(order)} chapters has run yet."
+    text = (f"All {len(order)} chapters have run." if len(ran) == len(order) else
+            f"{len(ran)} of the {len(order)} chapters have run.")
+    seconds = stats["seconds"].dropna()
+    text += f" Their runs took {format_seconds(float(seconds.sum()))} in all"
+    if len(seconds) < len(ran):
+        text += f" ({len(ran) - len(seconds)} without a recorded run time)"
+    machines = [m for m in dict.fromkeys(stats["hardware"]) if m != "not recorded"]
+    if machines:
+        text += f", on {machines[0]}" if len(machines) == 1 else f", on {len(machines)} different machines"
+    first, last = stats["executed"].min(), stats["executed"].max()
+    text += f". They ran on {first}." if first == last else f". They ran between {first} and {last}."
+    other = stats[stats["profile"] != profile]
+    text += (f" Every one ran on the {profile} profile." if other.empty else
+             f" {len(other)} ran on another profile than {profile}: "
+             + ", ".join(f"{c} ({p})" for c, p in zip(other["chapter"], other["profile"], strict=True)) + ".")
+    missing = [s for s in order if s not in ran]
+    if missing:
+        text += f" Not run yet: {', '.join(missing)}."
+    return text

@@ -10,7 +10,10 @@ other parameters: re-run the whole book (no `--only`) before publishing it.
 
 Notebooks run in a kernel of this very interpreter (`private_kernel`: a temporary kernelspec for
 `sys.executable`, first on JUPYTER_PATH), with the project root as working directory; the kernel's
-stdout and stderr (the sweep's progress) are streamed to the terminal.
+stdout and stderr (the sweep's progress) are streamed to the terminal. `jobs` > 1 runs that many
+chapters at once (one kernel each; a kernel's start and imports cost seconds of one core): the
+chapters that read the others' results (`READS_OTHER_CHAPTERS`, the introduction and the execution statistics) wait for
+every chapter before them, so they find the others' results in the cache instead of computing them.
 
 Profiles give every notebook parameter a value (`PROFILES`); overrides (`-p`, `-y`, `-f`, parsed
 and checked by padim_lib.report.nbparams) apply on top, and only to the notebooks that declare that
@@ -27,8 +30,10 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +50,13 @@ from padim_lib.report.nbparams import (  # noqa: F401  (the runner's parameter A
     notebook_parameters,
     parse_cli_params,
 )
+from padim_lib.report.provenance import machine_description
 
 KERNEL_NAME = "padim-book"
+# Chapters that load other chapters' studies and find their results in the cache; with jobs > 1 they
+# start only once every chapter before them in the toc has finished (the introduction, which lists
+# how every chapter ran, always runs last).
+READS_OTHER_CHAPTERS = ("summary",)
 
 # Table II's dimensions for EfficientNet-Lite0 keep the paper's ratios: 100/448 and 200/448 of
 # Lite0's 176-d embedding (24 + 40 + 112 channels) are 39 and 79, rounded to 40 and 80. The
@@ -68,6 +78,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scheduler": None,
         "torch_threads": 1,
         "stc_root": "data/synthetic_stc",  # STC_ROOT_EMBEDDED: made on first use (prepare_stc)
+        "pretrained": True,
     },
     "paper": {
         "profile": "paper",
@@ -82,6 +93,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto",
         "scheduler": None,
         "torch_threads": None,
+        # ImageNet weights for every network. False only for a dry run of this profile's code path
+        # (tests/test_dry_run.py): random weights, every chapter says so, the numbers mean nothing.
+        "pretrained": True,
         # PaDiM against the baselines (baselines.ipynb) and time and memory (complexity.ipynb): the
         # paper's four models, its VAE budget, every class.
         "small_backbone": "resnet18",
@@ -134,6 +148,7 @@ def build_book(
     log: Callable[[str], None] | None = None,
     stream_output: bool = True,
     strict: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Execute the chapters (all, or the stems in `only`) in `_toc.yml` order and build the HTML.
 
@@ -142,15 +157,19 @@ def build_book(
     Returns the path of `_build/html/index.html` (or of the executed-notebook folder when
     `html=False`). Raises PadimError naming the notebook and the failing cell's exception.
     `strict`: a Sphinx warning (e.g. a missing glue value) fails the build (tests use it).
+    `jobs`: chapters run at once (each in its own kernel; see the module docstring for the order).
     """
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise PadimError(f"jobs={jobs!r}; expected a positive number of chapters run at once")
     log = log or _print
     root = project_root(root)
     chapters = toc_chapters(root)
     selected = select_chapters(chapters, only)
-    # The introduction lists when and how every chapter ran (padim_lib.report.runlog): it runs after the
-    # others, and again whenever any chapter is re-run alone.
-    intro = chapters[0]
-    selected = [c for c in selected if c is not intro] + ([intro] if selected else [])
+    # The introduction lists when and how every chapter ran, the execution statistics page how long each
+    # took and on what (padim_lib.report.runlog): they run after the others, in that order, and again
+    # whenever any chapter is re-run alone.
+    reporting = [chapters[0]] + [c for c in chapters[1:] if c.stem == runlog.STATISTICS_PAGE]
+    selected = [c for c in selected if c not in reporting] + (reporting if selected else [])
     name, values = resolve_profile(profile, root, params, log=log)
     per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
     check_params(values, selected)
@@ -160,13 +179,26 @@ def build_book(
         prepare_data(name, data_root, root, log=log)
     for stc_root in dict.fromkeys(p["stc_root"] for p in per_notebook.values() if "stc_root" in p):
         prepare_stc(name, stc_root, root, log=log)
+    from padim_lib.report import plan
+
+    plan.check(name, selected, per_notebook, root)  # the free disk and the memory, before any chapter runs
+    hardware: dict[str, str] = {}  # device parameter -> machine_description (probed once per value)
     with private_kernel() as kernel:
-        for i, chapter in enumerate(selected, 1):
+        def run(i: int, chapter: Chapter) -> None:
             log(f"[{i}/{len(selected)}] {chapter.stem}: running (elapsed {_fmt_s(time.perf_counter() - t0)})")
             t1 = time.perf_counter()
             run_notebook(chapter, per_notebook[chapter.stem], root=root, kernel=kernel, stream=stream_output)
-            runlog.record(root, chapter.stem, name, per_notebook[chapter.stem])
-            log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(time.perf_counter() - t1)}")
+            seconds = time.perf_counter() - t1
+            device = str(per_notebook[chapter.stem].get("device", "auto"))
+            with _RECORD_LOCK:  # runs.json is read, updated and replaced: one chapter at a time
+                if device not in hardware:
+                    hardware[device] = machine_description(device)
+                runlog.record(root, chapter.stem, name, per_notebook[chapter.stem], seconds=seconds,
+                              hardware=hardware[device])
+            log(f"[{i}/{len(selected)}] {chapter.stem}: done in {_fmt_s(seconds)}")
+
+        late = {c.stem for c in selected if c in reporting or c.stem in READS_OTHER_CHAPTERS}
+        run_chapters(selected, run, jobs=jobs, waits_for_earlier=late)
     for chapter in chapters:
         if not chapter.executed.exists():
             write_placeholder(chapter)
@@ -178,20 +210,42 @@ def build_book(
     return index
 
 
+def plan_book(profile: str = "auto", params: Mapping[str, Any] | None = None, only: Sequence[str] | None = None,
+              *, root: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
+    """What `build_book` with these arguments would do (`report.plan.BookPlan`), measured and estimated
+    before any chapter runs; the data is prepared as `build_book` would (the embedded sets are made)."""
+    from padim_lib.report import plan
+
+    log = log or _print
+    root = project_root(root)
+    chapters = toc_chapters(root)
+    selected = select_chapters(chapters, only)
+    selected = [c for c in selected if c is not chapters[0]] + ([chapters[0]] if selected else [])
+    name, values = resolve_profile(profile, root, params, log=log)
+    per_notebook = notebook_parameters(selected, values, explicit=set(params or {}))
+    check_params(values, selected)
+    for data_root in dict.fromkeys(p["data_root"] for p in per_notebook.values() if "data_root" in p):
+        prepare_data(name, data_root, root, log=log)
+    for stc_root in dict.fromkeys(p["stc_root"] for p in per_notebook.values() if "stc_root" in p):
+        prepare_stc(name, stc_root, root, log=log)
+    log(f"padim book --plan: profile {name!r}, {len(selected)} notebook(s): measuring this machine")
+    return plan.book_plan(name, selected, per_notebook, root)
+
+
 def resolve_profile(profile: str, root: Path, params: Mapping[str, Any] | None = None,
                     log: Callable[[str], None] | None = None) -> tuple[str, dict]:
     """(profile name, parameter values with `params` applied on top). With "auto", says through `log`
     which profile it picked and, when it is not `paper`, each missing input and the command that
     supplies it."""
     if profile == "auto":
-        problems = paper_inputs_problems(root)
+        problems = paper_inputs_problems(root)  # the paper profile's own inputs, not `params`
         profile = "embedded" if problems else "paper"
         if log is not None:
             log(f"profile auto -> {profile!r}" + ("" if not problems else
                 " (the paper's inputs are incomplete; the embedded profile's numbers are not comparable "
                 "with the paper's). Missing: " + "; ".join(problems)))
     elif profile == "paper":
-        problems = paper_inputs_problems(root)
+        problems = paper_inputs_problems(root, {**PROFILES["paper"], **(params or {})})
         if problems:
             raise PadimError("profile 'paper': missing " + "; ".join(problems))
     if profile not in PROFILES:
@@ -201,18 +255,28 @@ def resolve_profile(profile: str, root: Path, params: Mapping[str, Any] | None =
     return profile, values
 
 
-def paper_inputs_problems(root: Path) -> list[str]:
-    """What keeps the `paper` profile from running here (empty = it can run)."""
+def paper_inputs_problems(root: Path, values: Mapping[str, Any] | None = None) -> list[str]:
+    """What keeps the `paper` profile (with `values`, default its own) from running here (empty = it can run).
+
+    With `pretrained` true: MVTec AD complete at `data_root` and the ResNet18 weights cached. With
+    `pretrained` false (a dry run on random weights: nothing is downloaded) only an MVTec-layout
+    tree at `data_root`, of any size and classes."""
+    from padim_lib.datasets.folder import list_categories
     from padim_lib.datasets.mvtec import check_split_counts
     from padim_lib.features.weights import cached_weights
 
+    values = PROFILES["paper"] if values is None else values
     problems = []
-    mvtec = root / "data" / "mvtec"
+    mvtec = Path(values["data_root"])
+    mvtec = mvtec if mvtec.is_absolute() else root / mvtec
     if not mvtec.is_dir():
         problems.append(f"MVTec AD at {mvtec} (run `padim download mvtec --dest {mvtec}`)")
+    elif not values.get("pretrained", True):
+        if not list_categories(mvtec):
+            problems.append(f"data_root {mvtec}: no class folders with train/good (the MVTec AD layout)")
     else:
         problems += [f"MVTec AD: {p} (rerun `padim download mvtec --dest {mvtec}`)" for p in check_split_counts(mvtec)]
-    if cached_weights("resnet18") is None:
+    if values.get("pretrained", True) and cached_weights("resnet18") is None:
         problems.append("the ResNet18 ImageNet weights in the torch hub cache (run `padim download weights resnet18`)")
     return problems
 
@@ -281,6 +345,40 @@ def private_kernel() -> Iterator[str]:
                 os.environ.pop("JUPYTER_PATH", None)
             else:
                 os.environ["JUPYTER_PATH"] = old
+
+
+_RECORD_LOCK = threading.Lock()
+
+
+def run_chapters(chapters: Sequence[Chapter], run: Callable[[int, Chapter], None], *, jobs: int = 1,
+                 waits_for_earlier: set[str] = frozenset()) -> None:
+    """Call `run(i, chapter)` (i counts from 1, in `chapters`' order) for every chapter, up to `jobs`
+    at once, each in its own thread (a chapter's work is in its kernel, another process). A chapter
+    in `waits_for_earlier` starts only when every chapter before it has finished. The first failure
+    stops new starts; the chapters already running finish, then it is raised."""
+    if jobs == 1:
+        for i, chapter in enumerate(chapters, 1):
+            run(i, chapter)
+        return
+    pending = list(enumerate(chapters, 1))
+    running: dict[Future, int] = {}
+    finished: set[int] = set()
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="chapter") as pool:
+        while (pending and error is None) or running:
+            while pending and error is None and len(running) < jobs:
+                i, chapter = pending[0]
+                if chapter.stem in waits_for_earlier and not all(j in finished for j in range(1, i)):
+                    break  # in order: nothing after a waiting chapter starts before it
+                pending.pop(0)
+                running[pool.submit(run, i, chapter)] = i
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished.add(running.pop(future))
+                if future.exception() is not None and error is None:
+                    error = future.exception()
+    if error is not None:
+        raise error
 
 
 def run_notebook(

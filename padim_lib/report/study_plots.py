@@ -14,11 +14,11 @@ from padim_lib.report.plots import metric_label, overlays
 
 def nonaligned_figure(run: Any, metric: str = "pixel_auroc") -> Figure:
     """Per class and "all": each method's value on the aligned data (filled) and on every
-    non-aligned version (open), in percent. `run`: a nonaligned_study.NonAlignedRun."""
-    labels = run.study.labels()
+    non-aligned version (open), in percent. `run`: the non-aligned study's paper.run.StudyRun."""
+    labels = run.labels()
     aligned = run.summary("aligned")
     aligned = aligned[aligned["metric"] == metric]
-    groups = [g for g in dict.fromkeys(aligned["group"]) if g in run.study.classes] + ["all"]
+    groups = [g for g in dict.fromkeys(aligned["group"]) if g in run.classes] + ["all"]
     versions = {v: run.summary(v) for v in run.version_names()}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) + 3), 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -59,6 +59,15 @@ OBJECT_CLASSES = tuple(n for n, c in CLASSES.items() if c.kind == "object")
 CLASS_NAMES = TEXTURE_CLASSES + OBJECT_CLASSES
 DEFECT_TYPES: dict[str, tuple[str, ...]] = {n: c.defects for n, c in CLASSES.items()}
 
+# MVTec AD's class names drawn by a synthetic class of the same kind (texture / object), so a tree
+# in MVTec AD's layout *and names* can be written (the paper profile's dry run, issue 20). Only the
+# names are MVTec's: the images are the synthetic classes', each name with its own random stream.
+MVTEC_STAND_INS: dict[str, str] = {
+    "carpet": "tissue", "grid": "brick", "leather": "grass", "tile": "gravel", "wood": "grass",
+    "bottle": "washer", "cable": "board", "capsule": "tablet", "hazelnut": "washer", "metal_nut": "washer",
+    "pill": "tablet", "screw": "chip", "toothbrush": "board", "transistor": "chip", "zipper": "board",
+}
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -81,6 +90,17 @@ def check_category(category: str) -> None:
         raise PadimError(f"unknown synthetic class {category!r}; valid classes: {', '.join(CLASS_NAMES)}")
 
 
+def renderer_of(name: str, stand_ins: dict[str, str] | None = None) -> str:
+    """The synthetic class that draws class folder `name`: `stand_ins[name]`, a synthetic class's own
+    name, or an MVTec AD name's stand-in (`MVTEC_STAND_INS`)."""
+    chosen = (stand_ins or {}).get(name) or (name if name in CLASSES else MVTEC_STAND_INS.get(name))
+    if chosen is None:
+        raise PadimError(f"unknown synthetic class {name!r}; valid classes: {', '.join(CLASS_NAMES)}, MVTec AD's "
+                         f"class names, or any name given stand_ins={{{name!r}: one of those}}")
+    check_category(chosen)
+    return chosen
+
+
 def render_sample(
     category: str,
     seed: int,
@@ -89,9 +109,11 @@ def render_sample(
     defect_type: str = "good",
     severity: float = 0.5,
     size: int = 256,
+    name: str | None = None,
 ) -> Sample:
     """Render image `index` of (category, split, defect_type); severity in [0, 1] sets the defect's
-    contrast (0 = faint); its size is drawn from the image's own random stream."""
+    contrast (0 = faint); its size is drawn from the image's own random stream. `name`: the class
+    folder the image is for, when another name stands for `category` (its stream; None: `category`)."""
     check_category(category)
     spec = CLASSES[category]
     if defect_type != "good" and defect_type not in spec.defects:
@@ -100,7 +122,7 @@ def render_sample(
         )
     if split not in _SPLIT_CODE:
         raise PadimError(f"split must be 'train' or 'test', got {split!r}")
-    rng = stream(seed, category, _SPLIT_CODE[split], defect_type, index)
+    rng = stream(seed, name or category, _SPLIT_CODE[split], defect_type, index)
     scene = spec.scene(rng, size, spec.knobs)
     noise = rng.normal(0.0, NOISE_SIGMA, size=scene.image.shape).astype(np.float32)
     clean_f = np.clip(scene.image + noise, 0, 1)

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +23,17 @@ from padim_lib.datasets.synthetic.render import (
     GENERATOR_VERSION,
     OBJECT_CLASSES,
     TEXTURE_CLASSES,
-    check_category,
     render_sample,
+    renderer_of,
 )
 from padim_lib.datasets.synthetic.textures import PHOTOS
 from padim_lib.errors import PadimError
 from padim_lib.io.atomic import current_umask, folder_target
 
 
-def _defect_counts(category: str, n_test_defect: int) -> dict[str, int]:
-    """Spread the defective test images over the class's defect types, as evenly as possible."""
-    types = DEFECT_TYPES[category]
+def _defect_counts(renderer: str, n_test_defect: int) -> dict[str, int]:
+    """Spread the defective test images over the (drawing) class's defect types, as evenly as possible."""
+    types = DEFECT_TYPES[renderer]
     q, r = divmod(n_test_defect, len(types))
     return {t: q + (k < r) for k, t in enumerate(types) if q + (k < r) > 0}
 
@@ -43,11 +43,11 @@ def _name(i: int, n: int) -> str:
 
 
 def _plan(params: dict) -> list[tuple[str, str, str, int, float, str, str | None]]:
-    """Every file to write: (category, split, defect type, index, severity, image path, mask path)."""
+    """Every file to write: (class folder, split, defect type, index, severity, image path, mask path)."""
     jobs = []
     for cat in params["categories"]:
         groups = [("train", "good", params["n_train"]), ("test", "good", params["n_test_good"])]
-        groups += [("test", t, n) for t, n in _defect_counts(cat, params["n_test_defect"]).items()]
+        groups += [("test", t, n) for t, n in _defect_counts(_drawn_by(params, cat), params["n_test_defect"]).items()]
         for split, kind, n in groups:
             for i in range(n):
                 stem = _name(i, n)
@@ -61,9 +61,14 @@ def _plan(params: dict) -> list[tuple[str, str, str, int, float, str, str | None
     return jobs
 
 
+def _drawn_by(params: dict, name: str) -> str:
+    return params["stand_ins"].get(name, name)
+
+
 def _manifest(params: dict) -> dict:
     cats = params["categories"]
-    return {
+    kind = {c: _drawn_by(params, c) for c in cats}
+    manifest = {
         "name": "padim-synthetic",
         "generator": f"padim_lib.datasets.synthetic v{GENERATOR_VERSION}",
         "generator_version": GENERATOR_VERSION,
@@ -72,11 +77,14 @@ def _manifest(params: dict) -> dict:
         "n_test_good": params["n_test_good"],
         "n_test_defect": params["n_test_defect"],
         "size": params["size"],
-        "textures": [c for c in cats if c in TEXTURE_CLASSES],
-        "objects": [c for c in cats if c in OBJECT_CLASSES],
-        "defect_types": {c: list(_defect_counts(c, params["n_test_defect"])) for c in cats},
-        "photos": {c: f"skimage.data.{PHOTOS[c]}" for c in cats if c in TEXTURE_CLASSES},
+        "textures": [c for c in cats if kind[c] in TEXTURE_CLASSES],
+        "objects": [c for c in cats if kind[c] in OBJECT_CLASSES],
+        "defect_types": {c: list(_defect_counts(kind[c], params["n_test_defect"])) for c in cats},
+        "photos": {c: f"skimage.data.{PHOTOS[kind[c]]}" for c in cats if kind[c] in TEXTURE_CLASSES},
     }
+    if params["stand_ins"]:  # only then: a set of the synthetic classes keeps its manifest (and cache keys)
+        manifest["stand_ins"] = dict(params["stand_ins"])
+    return manifest
 
 
 def _is_complete(out: Path, manifest: dict, jobs: list) -> bool:
@@ -108,8 +116,14 @@ def make_synthetic(
     n_test_defect: int = 20,
     size: int = 256,
     categories: Iterable[str] | None = None,
+    stand_ins: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the synthetic data set to `out` in the MVTec AD layout and return `out`.
+
+    `categories`: class folders to write (None: the synthetic classes). A name that is not a
+    synthetic class is drawn by one: `stand_ins[name]`, or for MVTec AD's names by
+    `render.MVTEC_STAND_INS` (same kind), so `categories=datasets.CLASSES` writes a tree with MVTec
+    AD's 15 class names (dataset.json's "stand_ins" says which class drew which).
 
     Also writes <out>/dataset.json (class kinds, parameters, generator version). Skips the work
     when `out` already holds a complete set made with the same parameters. The set is generated
@@ -121,9 +135,13 @@ def make_synthetic(
     _check_int("n_test_good", n_test_good, 1)
     _check_int("n_test_defect", n_test_defect, 1)
     _check_int("size", size, 32)
+    if isinstance(categories, str):
+        raise PadimError(f"make_synthetic: categories={categories!r}; expected a list of class names")
     cats = list(CLASS_NAMES if categories is None else dict.fromkeys(categories))
-    for c in cats:
-        check_category(c)
+    drawn = {c: renderer_of(c, dict(stand_ins or {})) for c in cats}
+    unused = sorted(set(stand_ins or {}) - set(cats))
+    if unused:
+        raise PadimError(f"make_synthetic: stand_ins names {unused}, which are not among the categories {cats}")
     if not cats:
         raise PadimError("make_synthetic: categories is empty; expected some of " + ", ".join(CLASS_NAMES))
     params = dict(
@@ -133,6 +151,7 @@ def make_synthetic(
         n_test_defect=n_test_defect,
         size=size,
         categories=cats,
+        stand_ins={c: r for c, r in drawn.items() if c != r},
     )
     requested = Path(out)
     out = folder_target(requested)
@@ -149,7 +168,7 @@ def make_synthetic(
     try:
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the set follows the umask
         for cat, split, dtype, i, sev, path, mask_path in jobs:
-            sample = render_sample(cat, params["seed"], split, i, dtype, sev, size)
+            sample = render_sample(drawn[cat], params["seed"], split, i, dtype, sev, size, name=cat)
             _write_png(tmp / path, sample.image)
             if mask_path is not None:
                 _write_png(tmp / mask_path, sample.mask.astype(np.uint8) * 255)

@@ -37,7 +37,9 @@ linear, so this equals smoothing the sum of the upsampled grids).
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -287,6 +289,37 @@ class PaDiM(FeatureDetector):
             return np.zeros((0, 0, 0), np.float32), np.zeros(0, np.float32)
         out = torch.cat(maps)
         return out.numpy(), image_scores(out).numpy()
+
+    def fitted_statistics(self) -> list[Any]:
+        return [t for m in self.model_ for t in m.buffers() if t is not None]
+
+    def gaussian_shape(self) -> tuple[int, int]:
+        """(patch positions, d) of the fitted Gaussians: the terms of PaDiM's memory law."""
+        self._check_fitted()
+        return int(sum(m.mean.shape[0] for m in self.model_)), int(self.model_[0].mean.shape[1])
+
+    # ----------------------------------------------------------------- export
+    def export_module(self) -> nn.Module:
+        """The fitted model as `PaDiMGraph` (padim_lib.methods.padim.export): images (N, 3, H, W) at the
+        fitting size -> (maps (N, H, W), scores (N,)) as predict computes them, on the CPU, in float32
+        throughout: a bfloat16 backbone is exported in float32, so its maps differ from predict's by
+        the backbone's rounding (a warning says so). This detector is left as it is."""
+        from padim_lib.methods.padim.export import PaDiMGraph
+
+        self._check_fitted()
+        if self.image_size_ is None:
+            raise PadimError("this model was fitted on cached features, so its input size is unknown; "
+                             "fit it on images to export it")
+        extractor = self._extractor()
+        if self.device_.type != "cpu" or self.backbone_dtype != "float32":
+            extractor = copy.deepcopy(extractor).to("cpu")  # the same weights (even random ones), moved
+            extractor.dtype = "float32"
+            if self.backbone_dtype != "float32":
+                warnings.warn(f"backbone_dtype={self.backbone_dtype!r}: the backbone is exported in float32, so "
+                              "the exported maps differ slightly from predict's", stacklevel=2)
+        models = [m if self.device_.type == "cpu" else
+                  PaDiMModel(grid=m.grid, **{k: v.cpu() for k, v in m.named_buffers()}) for m in self.model_]
+        return PaDiMGraph(extractor, self.groups_, models, self.image_size_, float(self.sigma)).eval()
 
     # ----------------------------------------------------------------- save / load
     def _metadata(self) -> dict:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,6 +215,9 @@ class SPADE(FeatureDetector):
         self.global_ = pooled
         self.grids_ = grids
         self.n_train_ = n
+
+    def fitted_statistics(self) -> list[Any]:
+        return [*self.gallery_, self.global_]  # the stored training features (gallery_sq_ is derived)
 
     # ----------------------------------------------------------------- predict
     def _batch(self, feats: FeatureBatch, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

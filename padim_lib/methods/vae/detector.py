@@ -56,7 +56,7 @@ from torchvision.transforms import InterpolationMode
 from padim_lib.errors import PadimError
 from padim_lib.features.device import resolve_device
 from padim_lib.io import modelfile
-from padim_lib.methods.base import ImageDetector
+from padim_lib.methods.base import ImageDetector, tensor_bytes
 from padim_lib.methods.params import Param, at_least, check_max_train, check_seed, check_sigma
 from padim_lib.methods.postprocess import anomaly_maps, image_scores
 from padim_lib.methods.registry import method
@@ -341,6 +341,11 @@ class VAE(ImageDetector):
             raise PadimError("test images of different sizes in one predict call; preprocess them to one size")
         out = torch.cat(maps)
         return out.numpy(), image_scores(out).numpy()
+
+    def memory_terms(self) -> dict[str, int]:
+        """Bytes by part: the whole trained network; a VAE keeps no statistics of its training set."""
+        self._check_fitted()
+        return {"network": tensor_bytes(self.net_), "statistics": 0}
 
     def reconstruct(self, X: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, reconstructions), each (N, 3, image_size, image_size) float32 on the CPU, normalised
