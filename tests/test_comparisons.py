@@ -49,6 +49,44 @@ def test_configs_have_one_role_each_named_after_what_runs():
         _configs(small_d=40, large_d=40)
 
 
+def test_a_stand_in_vae_encoder_is_named_in_its_label_and_in_the_comparability(tmp_path):
+    vae = comparisons.comparison_configs(vae_backbone="efficientnet_lite0", vae=comparisons.vae_params(4, 256, 96, 16))["vae"]
+    assert (vae.backbone, vae.pretrained, vae.label) == ("efficientnet_lite0", True, "VAE (Lite0 stand-in)")
+    assert vae.published_row == "VAE" and vae.params["aug_resize"] == 110 and vae.params["aug_crop"] == 106
+    random = comparisons.comparison_configs(vae_backbone="efficientnet_lite0", vae_pretrained=False)["vae"]
+    assert random.label == "VAE (random-init Lite0 stand-in)" and not random.pretrained
+    assert comparisons.comparison_configs(vae_backbone="efficientnet_lite0", pretrained=False)["vae"].pretrained is False
+    study = comparisons.baselines(tmp_path, ["carpet"], vae_backbone="efficientnet_lite0", vae_epochs=4,
+                                  vae_images_per_epoch=256, vae_image_size=96, vae_batch_size=16)
+    text = " | ".join(study.comparability()[1])
+    assert "VAE (Lite0 stand-in) stands in for VAE on efficientnet_lite0, not the paper's resnet18" in text
+    assert "epochs=4" in text and "batch_size=16" in text
+
+
+def test_the_embedded_vae_trains_once_for_the_baselines_and_the_non_aligned_chapters(tmp_path):
+    """Both chapters' embedded VAE on the aligned data is one task (equal key, classes and data), so the
+    result cache trains it once; on each non-aligned version it is a task of its own."""
+    from conftest_book import make_tiny_data
+
+    from padim_lib.report import chapter_studies as studies
+
+    where = {"data_root": str(make_tiny_data(tmp_path / "data"))}
+    base = studies.chapter_study("baselines", studies.chapter_parameters("baselines", "embedded", where))
+    params = {**studies.chapter_parameters("non_aligned", "embedded", where), "write_versions": False,
+              "na_versions_dir": str(tmp_path / "versions")}
+    moved = studies.chapter_study("non_aligned", params)
+    def vae_tasks(study):  # (data root, class, key) of each VAE task; the versions need not be written
+        roots = {v.name: v.root for v in study.versions}
+        return {(roots[e.version], c, e.config.key()) for e in study.entries if e.config.method == "vae"
+                for c in study.classes}
+
+    base_vae, moved_vae = vae_tasks(base), vae_tasks(moved)
+    assert len(base_vae) == 2 and base_vae <= moved_vae  # the aligned ones: one texture, one object
+    assert len(moved_vae - base_vae) == 2 * params["na_versions"]
+    vae = next(t.config for t in base.tasks() if t.config.method == "vae")
+    assert (vae.backbone, vae.pretrained, vae.label) == ("efficientnet_lite0", True, "VAE (Lite0 stand-in)")
+
+
 def test_comparability_names_every_stand_in(tmp_path):
     study = comparisons.baselines(tmp_path, ["carpet"], **LITE0, vae_epochs=2, vae_images_per_epoch=16,
                                   vae_image_size=64, vae_batch_size=8)

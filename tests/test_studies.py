@@ -135,7 +135,7 @@ def _methods(**kw):
 def test_nonaligned_method_configs():
     configs = _methods(padim_backbone="efficientnet_lite0", rd=20, spade_backbone="efficientnet_lite0",
                        vae_params={"epochs": 1}, vae_pretrained=False)
-    assert [c.label for c in configs] == ["PaDiM", "SPADE", "VAE"]
+    assert [c.label for c in configs] == ["PaDiM", "SPADE", "VAE (random-init R18)"]
     assert configs[2].method == "vae" and configs[2].params["epochs"] == 1 and not configs[2].pretrained
     assert [c.label for c in _methods(padim_backbone="resnet18", rd=None, spade_backbone=None,
                                       vae_params=None)] == ["PaDiM"]

@@ -25,7 +25,7 @@ from typing import Any
 from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
-from padim_lib.paper.catalog import catalogue, paper_model, rd_at_paper_ratio, short_name
+from padim_lib.paper.catalog import catalogue, paper_model, rd_at_paper_ratio, short_name, vae_label
 from padim_lib.paper.run import StudyRun
 from padim_lib.paper.study import MAIN, DataVersion, Entry, Study, per_kind
 
@@ -67,20 +67,22 @@ def comparison_configs(
     large_d: int | None = None,
     spade: Mapping[str, Any] | None = None,
     vae: Mapping[str, Any] | None = None,
+    vae_backbone: str = "resnet18",
     vae_pretrained: bool = True,
     seed: int = 0,
     **common: Any,
 ) -> dict[str, ExperimentConfig]:
     """Role -> configuration, in ROLES order. `small_d` / `large_d`: None = the paper's ratio on the
     backbone. `spade` / `vae`: method parameters (e.g. `vae_params(...)`). `common`: ExperimentConfig
-    fields shared by all (preprocess, sigma, eps, max_train, pretrained). The VAE does not read eps; it
-    always runs on ResNet18, with ImageNet weights only when both `vae_pretrained` and `common`'s
-    `pretrained` (default True) say so (`vae_pretrained=False`: a random-init encoder)."""
+    fields shared by all (preprocess, sigma, eps, max_train, pretrained). The VAE does not read eps; its
+    encoder is `vae_backbone` (the paper: ResNet18; another network is labelled a stand-in), with
+    ImageNet weights only when both `vae_pretrained` and `common`'s `pretrained` (default True) say
+    so (`vae_pretrained=False`: a random-init encoder)."""
     out: dict[str, ExperimentConfig] = {}
     no_eps = {k: v for k, v in common.items() if k != "eps"}
     vae_pretrained = bool(vae_pretrained and common.get("pretrained", True))
-    out["vae"] = ExperimentConfig(method="vae", backbone="resnet18", params=dict(vae or {}), seed=seed,
-                                  pretrained=vae_pretrained, label="VAE" if vae_pretrained else "VAE (random-init R18)",
+    out["vae"] = ExperimentConfig(method="vae", backbone=vae_backbone, params=dict(vae or {}), seed=seed,
+                                  pretrained=vae_pretrained, label=vae_label(vae_backbone, vae_pretrained),
                                   published_row=ROWS["vae"], **{k: v for k, v in no_eps.items() if k != "pretrained"})
     out["spade"] = ExperimentConfig(method="spade", backbone=spade_backbone, params=dict(spade or {}),
                                     label=f"SPADE ({short_name(spade_backbone)})", published_row=ROWS["spade"], **no_eps)
@@ -106,6 +108,7 @@ def baselines(
     spade_k: int = 50,
     spade_gallery: int = 50,
     spade_kappa: int = 1,
+    vae_backbone: str = "resnet18",
     vae_pretrained: bool = True,
     vae_epochs: int = 100,
     vae_images_per_epoch: int = 10_000,
@@ -124,7 +127,7 @@ def baselines(
     VAE's encoder too (a dry run: the numbers mean nothing)."""
     configs = comparison_configs(
         small_backbone=small_backbone, large_backbone=large_backbone, spade_backbone=spade_backbone,
-        small_d=small_d, large_d=large_d, seed=seed, vae_pretrained=vae_pretrained,
+        small_d=small_d, large_d=large_d, seed=seed, vae_backbone=vae_backbone, vae_pretrained=vae_pretrained,
         spade={"k": spade_k, "n_gallery": spade_gallery, "kappa": spade_kappa},
         vae=vae_params(vae_epochs, vae_images_per_epoch, vae_image_size, vae_batch_size),
         preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma, eps=eps, max_train=max_train,

@@ -33,6 +33,15 @@ def short_name(backbone: str) -> str:
     return SHORT_NAMES.get(backbone, backbone)
 
 
+def vae_label(backbone: str, pretrained: bool) -> str:
+    """A VAE's label: "VAE" for the paper's (an ImageNet ResNet18 encoder); otherwise it names the
+    departure, e.g. "VAE (Lite0 stand-in)", "VAE (random-init R18)"."""
+    if backbone == "resnet18" and pretrained:
+        return "VAE"
+    stand_in = "" if backbone == "resnet18" else " stand-in"
+    return f"VAE ({'' if pretrained else 'random-init '}{short_name(backbone)}{stand_in})"
+
+
 @dataclass(frozen=True)
 class PaperModel:
     """One model the paper ran: the fields a comparable configuration must match (None: not fixed)."""

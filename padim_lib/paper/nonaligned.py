@@ -25,6 +25,7 @@ from padim_lib.datasets.nonaligned import NONALIGNED_PREPROCESS, nonaligned_vers
 from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
+from padim_lib.paper.catalog import vae_label
 from padim_lib.paper.study import DataVersion, Entry, Study, one_of_each
 
 TABLE = "Non-aligned"
@@ -56,15 +57,16 @@ def method_entries(
     rd: int | None,
     spade_backbone: str | None,
     vae_params: dict[str, Any] | None,
+    vae_backbone: str = "resnet18",
     vae_pretrained: bool = True,
     seed: int = 0,
     spade_params: dict[str, Any] | None = None,
     **common: Any,
 ) -> list[Entry]:
     """PaDiM (Rd `rd` on `padim_backbone`), SPADE and the VAE (None: left out), on the aligned data.
-    Labels "PaDiM", "SPADE", "VAE" are the published drops' rows; `common` (preprocess, sigma, eps,
-    max_train, pretrained) is shared; the VAE's encoder is ImageNet's only when both `vae_pretrained`
-    and `common`'s `pretrained` (default True) say so."""
+    Their published drops' rows are "PaDiM", "SPADE", "VAE"; `common` (preprocess, sigma, eps,
+    max_train, pretrained) is shared; the VAE's encoder is `vae_backbone` (the paper: ResNet18), with
+    ImageNet weights only when both `vae_pretrained` and `common`'s `pretrained` (default True) say so."""
     out = [Entry("padim", ExperimentConfig(backbone=padim_backbone, reduce=f"random:{int(rd)}" if rd else None,
                                            seed=seed, label="PaDiM", published_row=ROWS["padim"], **common), ALIGNED)]
     if spade_backbone:
@@ -72,9 +74,10 @@ def method_entries(
                                                    label="SPADE", published_row=ROWS["spade"], **common), ALIGNED))
     if vae_params is not None:
         vae_common = {k: v for k, v in common.items() if k != "pretrained"}
-        out.append(Entry("vae", ExperimentConfig(method="vae", backbone="resnet18", params=vae_params, seed=seed,
-                                                 pretrained=bool(vae_pretrained and common.get("pretrained", True)),
-                                                 label="VAE", published_row=ROWS["vae"], **vae_common), ALIGNED))
+        trained = bool(vae_pretrained and common.get("pretrained", True))
+        out.append(Entry("vae", ExperimentConfig(method="vae", backbone=vae_backbone, params=vae_params, seed=seed,
+                                                 pretrained=trained, label=vae_label(vae_backbone, trained),
+                                                 published_row=ROWS["vae"], **vae_common), ALIGNED))
     return out
 
 
@@ -98,6 +101,7 @@ def nonaligned(
     na_spade_backbone: str | None = "wide_resnet50_2",
     na_spade_params: dict[str, Any] | None = None,
     na_vae_params: dict[str, Any] | None = None,
+    na_vae_backbone: str = "resnet18",
     na_vae_pretrained: bool = True,
     resize: int = 256,
     crop: int | None = 224,
@@ -113,7 +117,7 @@ def nonaligned(
     plan). `pretrained=False`: random weights for every network (a dry run)."""
     chosen = one_of_each(data_root, na_classes)
     entries = method_entries(padim_backbone=na_backbone, rd=na_rd, spade_backbone=na_spade_backbone,
-                             vae_params=na_vae_params, vae_pretrained=na_vae_pretrained, spade_params=na_spade_params,
+                             vae_params=na_vae_params, vae_backbone=na_vae_backbone, vae_pretrained=na_vae_pretrained, spade_params=na_spade_params,
                              preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma, eps=eps,
                              max_train=max_train, pretrained=pretrained)
     roots = versions(data_root, na_versions_dir, na_versions, chosen, write=write_versions)

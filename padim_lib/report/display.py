@@ -22,6 +22,7 @@ import torch
 
 from padim_lib.errors import PadimError
 from padim_lib.features.extractor import align_concat
+from padim_lib.methods.vae.departures import departures_of
 from padim_lib.paper import stats
 from padim_lib.paper.published import load_published, published_text, published_value
 
@@ -284,6 +285,31 @@ def table_note(run: Any) -> str:
                 "are meaningful; read them with their intervals.\n:::\n")
     return (":::{warning}\nNot comparable with the paper: " + "; ".join(run.reasons) + ". The published "
             "figures are shown for orientation only; compare orderings, not values.\n:::\n")
+
+
+
+def departures_table(config: Any) -> pd.DataFrame:
+    """A VAE configuration's departures from the paper's VAE (and what the paper leaves open), one
+    row each: index "what", columns "this run", "the paper" (methods.vae.departures)."""
+    rows = departures_of(config)
+    return (pd.DataFrame([(d.what, d.here, d.paper) for d in rows], columns=["what", "this run", "the paper"])
+            .set_index("what"))
+
+
+def budget_note(config: Any, short_why: str = "") -> str:
+    """The sentence on a VAE's training budget: how far short of the paper's it is, followed by
+    `short_why`, only when it is short; otherwise that it trains with the paper's budget."""
+    short = [d.sentence for d in departures_of(config) if d.what == "short budget"]
+    return f"{short[0]} {short_why}".strip() if short else "It is trained with the paper's budget (100 epochs of 10,000 images)."
+
+
+def value_text(summary: pd.DataFrame, label: str, metric: str, group: str = "all") -> str:
+    """'74.3 [70.1, 78.0] %': one configuration's value (summary rows, fractions) in percent with its CI."""
+    hit = summary[(summary["label"] == label) & (summary["metric"] == metric) & (summary["group"] == group)]
+    if hit.empty:
+        raise PadimError(f"no {metric} of {label!r} for group {group!r} in this run")
+    r = hit.iloc[0]
+    return fmt_ci(100 * r["value"], 100 * r["ci_low"], 100 * r["ci_high"]) + " %"
 
 
 # ----------------------------------------------------------------------------- figure captions

@@ -102,6 +102,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "large_backbone": "wide_resnet50_2",
         "spade_backbone": "wide_resnet50_2",
         "classes_per_kind": None,
+        "vae_backbone": "resnet18",
         "vae_pretrained": True,
         "vae_epochs": 100,
         "vae_images_per_epoch": 10_000,
@@ -124,6 +125,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "na_spade_backbone": "wide_resnet50_2",
         "na_spade_params": {},
         "na_vae_params": {},
+        "na_vae_backbone": "resnet18",
         "na_vae_pretrained": True,
         # ShanghaiTech Campus (book/stc.ipynb)
         "stc_root": "data/stc",
