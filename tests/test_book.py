@@ -334,6 +334,12 @@ def test_text_values_are_glued_from_the_results(built_book):
     assert "p.p. (95 % CI" in det["det_vs_spade"] and "p.p. (95 % CI" in det["det_effnet_gain"]
     na = _glued(nbformat.read(built_book.executed("non_aligned"), as_version=4))
     assert na["na_n_versions"] == "2" and na["na_n_classes"] == "2"
+    assert "Lite0 stand-in" in na["na_budget"] and "of the paper's optimisation steps" in na["na_vae_note"]
+    bl = _glued(nbformat.read(built_book.executed("baselines"), as_version=4))
+    assert bl["bl_vae_pixel"].endswith(" %'") and "74.4" in bl["bl_vae_pixel_pub"]  # the paper's VAE: 74.4
+    # the tiny book's VAE trains for a few steps: the short-budget sentence and its reason are there
+    assert "of the paper's optimisation steps" in bl["bl_vae_short"] and "time budget" in bl["bl_vae_short"]
+    assert "briefly" in bl["bl_vae_brief"]
     stc = _glued(nbformat.read(built_book.executed("stc"), as_version=4))
     assert stc["stc_n_scenes"] == "2" and stc["stc_n_train"] == "24" and stc["stc_n_test"] == "40"
     assert stc["stc_pub_vs_spade"] == "'+1.3 p.p.'"
