@@ -120,9 +120,6 @@ def dry_run_parameters(data_root: Path, results_dir: Path, stc_root: Path) -> di
         "seeds": 1,
         "bootstrap": 2,
         "na_versions": 1,
-        # Rd 550 runs at the 8 x 8 grid of the baselines and detection chapters; the versions are read at
-        # a fixed 224 px (56 x 56 positions), where Rd 550 would hold 3.8 GB per task
-        "na_rd": 100,
         "na_vae_params": {"epochs": 1, "images_per_epoch": 4, "batch_size": 4, "image_size": 64, "aug_resize": 73,
                           "aug_crop": 70},
         "vae_epochs": 1,

@@ -115,6 +115,19 @@ def test_generated_tree_is_aligned_binary_and_readable(src, tmp_path):
     assert category_kinds(out) == {"discs": "other", "more": "other"}
 
 
+def test_a_smaller_transform_writes_and_records_its_own_read_size(src, tmp_path):
+    """NonAligned(R, C) pairs with the aligned Preprocess(R, C): its images are C px, read at C."""
+    small = NonAligned(resize=72, crop=64)
+    assert small.read_with.size == 64 and small.read_with.crop is None and not small.is_default()
+    assert NonAligned().read_with == NONALIGNED_PREPROCESS and NonAligned().is_default()
+    (out,) = nonaligned_versions(src, tmp_path / "small", seeds=[0], classes=["discs"], transform=small)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["transform"]["crop"] == 64 and meta["read_with"] == {"resize": 64, "crop": None}
+    assert {Image.open(p).size for p in out.rglob("*.png")} == {(64, 64)}
+    test = AnomalyFolder(out, "discs", "test", small.read_with, masks="require")
+    assert test[int(np.flatnonzero(test.labels)[0])]["image"].shape == (3, 64, 64)
+
+
 def test_versions_are_deterministic_and_independent_of_class_order(src, tmp_path):
     roots = nonaligned_versions(src, tmp_path / "all", seeds=range(2))
     assert roots == [tmp_path / "all" / "seed0", tmp_path / "all" / "seed1"]

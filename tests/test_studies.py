@@ -165,7 +165,15 @@ def test_nonaligned_run_end_to_end(mvtec, tmp_path):
                                   resize=72, crop=64)
     done = run(study, results_dir=tmp_path / "res", device="cpu", bootstrap=3, progress=False, workers=1)
     assert done.version_names() == ["seed0", "seed1"]
-    assert (tmp_path / "versions" / "set" / "seed1" / "dataset.json").is_file()
+    # made at the chapter's sizes (resize 72, a random 64 crop), kept apart from the paper's 256 -> 224
+    where = tmp_path / "versions" / "set-72to64"
+    assert (where / "seed1" / "dataset.json").is_file() and not (tmp_path / "versions" / "set").exists()
+    from PIL import Image
+
+    assert {Image.open(p).size for p in (where / "seed0").rglob("*.png")} == {(64, 64)}
+    # read at the crop size: the aligned and the non-aligned views are both 64 px, one pixel scale
+    assert [v.preprocess for v in study.versions[1:]] == [Preprocess(resize=64, crop=None)] * 2
+    assert Preprocess(resize=72, crop=64).size == study.versions[1].preprocess.size
     roots = {done.version_root(v) for v in done.version_names(main=True)}
     assert len(done.tasks) == 3 and set(done.results["data_root"]) == roots and str(mvtec) in roots
     drops = done.drops().set_index("label")
@@ -183,6 +191,17 @@ def test_nonaligned_run_end_to_end(mvtec, tmp_path):
     from padim_lib.report.study_plots import nonaligned_figure
 
     assert isinstance(nonaligned_figure(done), Figure)
+
+
+def test_nonaligned_versions_need_a_random_crop_smaller_than_the_resize(mvtec, tmp_path):
+    for crop in (None, 72, 80):
+        with pytest.raises(PadimError, match=f"crop={crop}: the non-aligned versions need a random crop"):
+            nonaligned.nonaligned(mvtec, "all", na_versions_dir=tmp_path, resize=72, crop=crop, write_versions=False)
+    assert not any(tmp_path.iterdir())
+    # the paper's transform keeps the versions where they always were
+    paper = nonaligned.nonaligned(mvtec, "all", na_versions=1, na_versions_dir=tmp_path, write_versions=False)
+    assert paper.versions[1].root == str(tmp_path / "set" / "seed0")
+    assert paper.versions[1].preprocess == Preprocess(resize=224, crop=None)
 
 
 # ----------------------------------------------------------------------------- example studies

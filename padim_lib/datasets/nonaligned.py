@@ -7,6 +7,9 @@ images already at the final 224 x 224 geometry and must be read without a second
 
     Preprocess(resize=224, crop=None)          (= NONALIGNED_PREPROCESS; resize 224 -> 224 is a no-op)
 
+Other sizes keep the same rule: `NonAligned(resize=R, crop=C)` pairs with the aligned protocol
+Preprocess(resize=R, crop=C) and is read with `NonAligned.read_with` = Preprocess(resize=C, crop=None).
+
 which keeps the pixel scale of the aligned protocol (resize 256, crop 224): a defect covers the
 same number of pixels in both, only its position and orientation change. Reading the tree with
 the default Preprocess (resize 256, crop 224) would instead up-scale by 256/224 and cut 12 more
@@ -76,6 +79,16 @@ class NonAligned:
             raise PadimError(f"NonAligned.max_angle must be in [0, 180] degrees, got {self.max_angle!r}")
         if not (isinstance(self.fill, int) and 0 <= self.fill <= 255):
             raise PadimError(f"NonAligned.fill must be an integer in [0, 255], got {self.fill!r}")
+
+    @property
+    def read_with(self) -> Preprocess:
+        """How to read the images it writes: at their `crop` size, no second crop (the aligned
+        protocol's pixel scale, Preprocess(resize, crop))."""
+        return Preprocess(resize=self.crop, crop=None)
+
+    def is_default(self) -> bool:
+        """Whether this is the paper's transform (256 -> 224, +-10 degrees, black fill)."""
+        return self == NonAligned()
 
     def draw(self, seed: int, key: str) -> Placement:
         """The placement of the image called `key` (its path relative to the root) in version `seed`."""
@@ -188,7 +201,7 @@ def make_nonaligned(
 ) -> Path:
     """Write the non-aligned version `seed` of the MVTec-layout tree `src_root` to `out_root`.
 
-    Images become 224 x 224 PNGs (read them with NONALIGNED_PREPROCESS), masks
+    Images become crop x crop PNGs (224 by default; read them with `transform.read_with`), masks
     <class>/ground_truth/<type>/<stem>_mask.png. <out_root>/dataset.json records the source,
     the transform, every image's Placement, the class kinds of the source, and `empty_masks`:
     defective test images whose defect the crop cut away (they keep their label, as with the
@@ -221,7 +234,7 @@ def make_nonaligned(
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "transform": asdict(transform),
-        "read_with": {"resize": NONALIGNED_PREPROCESS.resize, "crop": NONALIGNED_PREPROCESS.crop},
+        "read_with": {"resize": transform.read_with.resize, "crop": transform.read_with.crop},
         "source": str(src),
         "source_fingerprint": _fingerprint(jobs),
         "classes": chosen,
@@ -246,10 +259,12 @@ def nonaligned_versions(
     seeds: Iterable[int] = DEFAULT_SEEDS,
     classes: Iterable[str] | None = None,
     workers: int = 1,
+    transform: NonAligned | None = None,
 ) -> list[Path]:
-    """The paper's 5 seeded versions (or `seeds`): <out_dir>/seed<k>, each from make_nonaligned."""
+    """The paper's 5 seeded versions (or `seeds`): <out_dir>/seed<k>, each from make_nonaligned
+    with `transform` (None: the paper's)."""
     classes = None if classes is None else list(classes)
     return [
-        make_nonaligned(src_root, Path(out_dir) / f"seed{int(s)}", int(s), classes, workers=workers)
+        make_nonaligned(src_root, Path(out_dir) / f"seed{int(s)}", int(s), classes, transform, workers=workers)
         for s in seeds
     ]

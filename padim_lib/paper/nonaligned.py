@@ -7,9 +7,10 @@ pixel AUROC drops from aligned MVTec AD (published.csv, table "Non-aligned": PaD
 
 `versions` writes (once; atomically; reused while source and transform are unchanged) the
 versions of any MVTec-layout tree with `datasets.nonaligned_versions`. The study runs every
-configuration on the aligned tree (its main data version; the paper's resize 256 + centre crop
-224) and on each version (read with NONALIGNED_PREPROCESS: the random crop replaces the centre
-crop); its run averages the versions with their spread (`StudyRun.spread`) and computes each
+configuration on the aligned tree (its main data version; the chapter's resize + centre crop, the
+paper's 256 and 224) and on each version, written with that same resize and a random crop of that
+size (read at the crop size: the random crop replaces the centre crop, so both show the pixel scale
+of one protocol); its run averages the versions with their spread (`StudyRun.spread`) and computes each
 method's drop (`StudyRun.drops`): aligned minus the mean over versions, per version as well, so
 the drop has a spread too.
 """
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from padim_lib.datasets.nonaligned import NONALIGNED_PREPROCESS, nonaligned_versions
+from padim_lib.datasets.nonaligned import NonAligned, nonaligned_versions
 from padim_lib.datasets.preprocess import Preprocess
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
@@ -35,20 +36,35 @@ ROLES = {"padim": "PaDiM with d random dimensions (the paper: PaDiM-WR50-Rd550)"
 ROWS = {"padim": "PaDiM", "spade": "SPADE", "vae": "VAE"}
 
 
-def versions_dir(out_dir: str | os.PathLike, data_root: str | os.PathLike) -> Path:
-    """Where the versions of `data_root` live: <out_dir>/<data root's folder name>/seed<k>."""
-    return Path(out_dir) / Path(data_root).resolve().name
+def versions_dir(out_dir: str | os.PathLike, data_root: str | os.PathLike, transform: NonAligned | None = None) -> Path:
+    """Where the versions of `data_root` live: <out_dir>/<data root's folder name>/seed<k>; with a
+    transform other than the paper's, <out_dir>/<name>-<resize>to<crop>/seed<k> (kept apart)."""
+    name = Path(data_root).resolve().name
+    if transform is not None and not transform.is_default():
+        name += f"-{transform.resize}to{transform.crop}"
+    return Path(out_dir) / name
+
+
+def transform_for(resize: int, crop: int | None) -> NonAligned:
+    """The non-aligned transform that pairs with the aligned protocol Preprocess(resize, crop)."""
+    if crop is None or isinstance(crop, bool) or not isinstance(crop, int) or not 1 <= crop < resize:
+        raise PadimError(f"crop={crop!r}: the non-aligned versions need a random crop smaller than resize={resize!r} "
+                         "(the paper: resize 256, crop 224)")
+    return NonAligned(resize=int(resize), crop=int(crop))
 
 
 def versions(data_root: str | os.PathLike, out_dir: str | os.PathLike, n_versions: int,
-             classes: Sequence[str] | None = None, workers: int = 1, write: bool = True) -> list[Path]:
-    """The non-aligned versions 0..n_versions-1 of `data_root` (made if missing or stale; with
-    `write=False` only their paths, nothing written: what a plan reads)."""
+             classes: Sequence[str] | None = None, workers: int = 1, write: bool = True,
+             transform: NonAligned | None = None) -> list[Path]:
+    """The non-aligned versions 0..n_versions-1 of `data_root` made with `transform` (None: the
+    paper's), written if missing or stale; with `write=False` only their paths, nothing written:
+    what a plan reads."""
     if isinstance(n_versions, bool) or not isinstance(n_versions, int) or n_versions < 1:
         raise PadimError(f"n_versions={n_versions!r}; expected a positive integer (the paper: 5)")
+    where = versions_dir(out_dir, data_root, transform)
     if not write:
-        return [versions_dir(out_dir, data_root) / f"seed{k}" for k in range(n_versions)]
-    return nonaligned_versions(data_root, versions_dir(out_dir, data_root), range(n_versions), classes, workers=workers)
+        return [where / f"seed{k}" for k in range(n_versions)]
+    return nonaligned_versions(data_root, where, range(n_versions), classes, workers=workers, transform=transform)
 
 
 def method_entries(
@@ -82,9 +98,11 @@ def method_entries(
 
 
 def study_on_versions(data_root: str | os.PathLike, classes: Sequence[str], entries: Sequence[Entry],
-                      roots: Sequence[str | os.PathLike]) -> Study:
-    """`entries` on the aligned `data_root` and, read with NONALIGNED_PREPROCESS, on each version root."""
-    shifted = [DataVersion(Path(r).name, str(r), NONALIGNED_PREPROCESS) for r in roots]
+                      roots: Sequence[str | os.PathLike], transform: NonAligned | None = None) -> Study:
+    """`entries` on the aligned `data_root` and on each version root, read as `transform` (None: the
+    paper's) says (`NonAligned.read_with`)."""
+    read_with = (transform or NonAligned()).read_with
+    shifted = [DataVersion(Path(r).name, str(r), read_with) for r in roots]
     every = [*entries, *(Entry(e.role, e.config, v.name) for v in shifted for e in entries)]
     return Study(name="nonaligned", table=TABLE, roles=ROLES, entries=tuple(every),
                  versions=(DataVersion(ALIGNED, str(data_root)), *shifted), classes=tuple(classes))
@@ -112,13 +130,14 @@ def nonaligned(
     write_versions: bool = True,
 ) -> Study:
     """The chapter's study: each method on `na_classes` (None: one texture and one object; "all")
-    of `data_root`, aligned and on `na_versions` non-aligned versions (written under
-    `na_versions_dir` when missing or stale; `write_versions=False`: not written, the study of a
-    plan). `pretrained=False`: random weights for every network (a dry run)."""
+    of `data_root`, aligned (`resize`, centre `crop`) and on `na_versions` non-aligned versions
+    (`resize`, rotation, a random `crop`; written under `na_versions_dir` when missing or stale;
+    `write_versions=False`: not written, the study of a plan). `pretrained=False`: random weights for every network (a dry run)."""
+    transform = transform_for(resize, crop)
     chosen = one_of_each(data_root, na_classes)
     entries = method_entries(padim_backbone=na_backbone, rd=na_rd, spade_backbone=na_spade_backbone,
-                             vae_params=na_vae_params, vae_backbone=na_vae_backbone, vae_pretrained=na_vae_pretrained, spade_params=na_spade_params,
-                             preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma, eps=eps,
-                             max_train=max_train, pretrained=pretrained)
-    roots = versions(data_root, na_versions_dir, na_versions, chosen, write=write_versions)
-    return study_on_versions(data_root, chosen, entries, roots)
+                             vae_params=na_vae_params, vae_backbone=na_vae_backbone, vae_pretrained=na_vae_pretrained,
+                             spade_params=na_spade_params, preprocess=Preprocess(resize=resize, crop=crop), sigma=sigma,
+                             eps=eps, max_train=max_train, pretrained=pretrained)
+    roots = versions(data_root, na_versions_dir, na_versions, chosen, write=write_versions, transform=transform)
+    return study_on_versions(data_root, chosen, entries, roots, transform)

@@ -46,7 +46,6 @@ from padim_lib.report.chapters import CHAPTER_EXPERIMENTS, Chapter
 from padim_lib.report.nbparams import parameter_specs
 
 GPU_FLOPS = 10e12  # the assumed sustained float32 rate of a GPU (see the module docstring)
-VERSION_IMAGE_BYTES = 224 * 224 * 3  # a non-aligned version's image: a 224 px PNG, at most its raw size
 PATH_PARAMETERS = ("data_root", "stc_root", "results_dir", "na_versions_dir")
 
 
@@ -392,14 +391,16 @@ def _complexity_seconds(p: Mapping[str, Any], rates: _Rates, gpu_flops: float) -
 
 
 def _versions_bytes(study: Study, counter: _Counter) -> int:
-    """At most the bytes of the non-aligned versions not written yet: every image of the chosen classes."""
+    """At most the bytes of the non-aligned versions not written yet: every image of the chosen
+    classes, a PNG of the size the version is read at (its crop), at most its raw RGB size."""
     total = 0
     for v in study.versions[1:]:
         if Path(v.root).is_dir():
             continue
+        side = v.preprocess.size if v.preprocess is not None else 224
         for c in study.classes or ():
             n = sum(counter(v.root, c, split, None, study.data_root) for split in ("train", "test"))
-            total += n * VERSION_IMAGE_BYTES
+            total += n * side * side * 3
     return total
 
 
