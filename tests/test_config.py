@@ -9,7 +9,7 @@ import pytest
 import padim_lib
 from padim_lib.engine.config import ExperimentConfig
 from padim_lib.errors import PadimError
-from padim_lib.features.extractor import BACKBONES
+from padim_lib.features.backbones import BACKBONES
 from padim_lib.io import digest
 
 # Another value for every field that changes numbers.

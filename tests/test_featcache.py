@@ -11,8 +11,9 @@ import torch
 from padim_lib.datasets import Preprocess, make_synthetic, open_dataset
 from padim_lib.errors import PadimError
 from padim_lib.features import cache as featcache
+from padim_lib.features.backbones import BACKBONES
 from padim_lib.features.cache import FeatureSpec, data_identity, ensure_features, load_features
-from padim_lib.features.extractor import BACKBONES, FeatureExtractor
+from padim_lib.features.extractor import FeatureExtractor
 
 LAYERS = BACKBONES["efficientnet_lite0"].default_layers
 

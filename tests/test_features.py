@@ -13,13 +13,12 @@ from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 
 from padim_lib.errors import PadimError
+from padim_lib.features.backbones import BACKBONES, available_backbones
 from padim_lib.features.extractor import (
-    BACKBONES,
     IMAGENET_MEAN,
     IMAGENET_STD,
     FeatureExtractor,
     align_concat,
-    available_backbones,
     load_backbone,
 )
 

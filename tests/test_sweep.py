@@ -24,6 +24,7 @@ import pytest
 from padim_lib.engine import studyfile as study
 from padim_lib.engine import sweep
 from padim_lib.engine.config import ExperimentConfig
+from padim_lib.engine.jobs import task_label
 from padim_lib.engine.results import ResultStore
 from padim_lib.errors import PadimError
 from padim_lib.paper.tables import PRESETS, table1_configs, table2_configs
@@ -299,7 +300,7 @@ def test_failures_are_reported_and_the_rest_completes(tmp_path, tasks, capsys):
     for t in by_class["beta"]:
         f = fails.loc[t.key()]
         assert f.error_type == "ZeroDivisionError" and f.message == "bad class beta"
-        assert f.label == sweep.task_label(t) and "ZeroDivisionError" in f.traceback
+        assert f.label == task_label(t) and "ZeroDivisionError" in f.traceback
     for t in by_class["gamma"]:  # never run: their features failed; the cause is named
         assert fails.loc[t.key()].message.startswith("feature extraction failed: features gamma")
     feature_rows = err.failures[err.failures.task_key.str.startswith("features-")]

@@ -48,12 +48,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from padim_lib.report import runner
+    from padim_lib.report import nbparams, runner
 
     if args.list_params is not None:
-        print(runner.list_params(args.list_params or None))
+        print(nbparams.list_params(args.list_params or None))
         return 0
-    params = runner.load_params(args.param, yaml_text=args.parameters_yaml, yaml_file=args.parameters_file)
+    params = nbparams.load_params(args.param, yaml_text=args.parameters_yaml, yaml_file=args.parameters_file)
     if args.plan:
         plan = runner.plan_book(profile=args.profile, params=params, only=args.only)
         print(plan.text())

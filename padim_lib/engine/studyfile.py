@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from padim_lib.engine.config import ExperimentConfig
-    from padim_lib.engine.sweep import FeatureFn, TaskFn
+    from padim_lib.engine.jobs import FeatureFn, TaskFn
     from padim_lib.engine.task import Task
 
 # A preset names a function (keyword arguments: the entry's fields; Table II's also `seeds`) that

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from padim_lib.engine.jobs import FeatureFn, TaskFn, _failure, _feature_job, _Progress, _task_job, task_label  # noqa: F401
+from padim_lib.engine.jobs import FeatureFn, TaskFn, _failure, _feature_job, _Progress, _task_job, task_label
 from padim_lib.engine.on_dask import _dask_client, _run_on_dask, check_scheduler
 from padim_lib.engine.results import ResultStore
 from padim_lib.errors import PadimError

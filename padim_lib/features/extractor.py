@@ -78,11 +78,9 @@ from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from padim_lib.errors import PadimError, load_reason
-from padim_lib.features.backbones import (  # noqa: F401  (BACKBONES & co. are re-exported: their historical home)
-    BACKBONES,
+from padim_lib.features.backbones import (
     BackboneSpec,
     _spec,
-    available_backbones,
     resolve_layers,
 )
 

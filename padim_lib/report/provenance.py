@@ -111,7 +111,7 @@ def weights_description(backbone: str, weights: str | os.PathLike | None = None)
         # config.file_digest: the same cached hash the result keys use, so the file is read once
         return f"local file `{path}` (sha256 {file_digest(str(path)).removeprefix('sha256:')[:12]})"
     try:
-        from padim_lib.features.extractor import BACKBONES
+        from padim_lib.features.backbones import BACKBONES
 
         spec = BACKBONES[backbone]
     except Exception as exc:  # noqa: BLE001

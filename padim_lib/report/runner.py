@@ -41,14 +41,10 @@ from padim_lib.errors import PadimError
 from padim_lib.io.atomic import atomic_write
 from padim_lib.report import runlog
 from padim_lib.report.chapters import Chapter, project_root, select_chapters, toc_chapters, write_placeholder
-from padim_lib.report.nbparams import (  # noqa: F401  (the runner's parameter API, re-exported)
+from padim_lib.report.nbparams import (
     check_params,
-    declared_parameters,
-    list_params,
-    load_params,
     merge_parameters_cell,
     notebook_parameters,
-    parse_cli_params,
 )
 from padim_lib.report.provenance import machine_description
 

@@ -86,7 +86,7 @@ def random_reduction(config: Any) -> bool:
 class PaDiM(FeatureDetector):
     """PaDiM anomaly detector (sklearn-style: parameters as given, validated in fit).
 
-    backbone: a name from padim_lib.features.extractor.BACKBONES; layers: None = the backbone's defaults.
+    backbone: a name from padim_lib.features.backbones.BACKBONES; layers: None = the backbone's defaults.
     layer_mode: "concat" (PaDiM) | "sum" (one model per layer, maps summed).
     reduce: None | "random:d" | "pca:d". eps: covariance regulariser. sigma: map smoothing (0 = none).
     device: "auto" (CUDA when available) | "cpu" | "cuda[:N]". max_train: use the first N training images.

@@ -80,7 +80,7 @@ def default_global_layer(backbone: str) -> str:
 class SPADE(FeatureDetector):
     """SPADE anomaly detector (sklearn-style: parameters as given, validated in fit).
 
-    backbone: a name from padim_lib.features.extractor.BACKBONES; layers: pixel layers, None = the backbone's
+    backbone: a name from padim_lib.features.backbones.BACKBONES; layers: pixel layers, None = the backbone's
     default layers; layer_mode: "concat" | "sum" (see the module docstring); global_layer: the layer
     average-pooled for the image k-NN, None = the backbone's deepest. k: image neighbours; n_gallery
     (the paper's K): training images whose pixel features form the gallery; kappa: pixel neighbours

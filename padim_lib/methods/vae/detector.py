@@ -206,7 +206,8 @@ class VAE(ImageDetector):
     def _new_net(self, *, load_weights: bool) -> tuple[VAENet, str]:
         """A freshly initialised network (seeded) and a description of its encoder weights.
         load_weights=False builds the architecture only (random encoder; `load` fills it)."""
-        from padim_lib.features.extractor import BACKBONES, load_backbone
+        from padim_lib.features.backbones import BACKBONES
+        from padim_lib.features.extractor import load_backbone
 
         pretrained = self.pretrained and load_weights
         weights = self.weights if load_weights else None
