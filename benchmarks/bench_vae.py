@@ -132,24 +132,21 @@ def main() -> None:
     if args.peers:
         head += f" | {'rand px':>7s} {'img':>6s} | {'PaDiM px':>8s} {'img':>6s} {'fit s':>6s}"
     print(head)
-    for r in results:
-        v = r["vae"]
-        line = f"{r['category']:8s} {kinds.get(r['category'], '?'):8s} {v['pixel']:7.3f} {v['image']:6.3f} " \
-               f"{v['fit_s']:6.0f} {v['cpu_s']:6.0f}"
-        if args.peers:
-            line += f" | {r['random']['pixel']:7.3f} {r['random']['image']:6.3f} | {r['padim']['pixel']:8.3f} " \
-                    f"{r['padim']['image']:6.3f} {r['padim']['fit_s']:6.1f}"
-        print(line)
 
     def mean(side: str, key: str) -> float:
         return float(np.mean([r[side][key] for r in results]))
 
-    line = f"{'mean':8s} {'':8s} {mean('vae', 'pixel'):7.3f} {mean('vae', 'image'):6.3f} {mean('vae', 'fit_s'):6.0f} " \
-           f"{mean('vae', 'cpu_s'):6.0f}"
-    if args.peers:
-        line += f" | {mean('random', 'pixel'):7.3f} {mean('random', 'image'):6.3f} | {mean('padim', 'pixel'):8.3f} " \
-                f"{mean('padim', 'image'):6.3f} {mean('padim', 'fit_s'):6.1f}"
-    print(line)
+    def row(name: str, kind: str, value) -> str:  # value(side, key) -> float
+        line = f"{name:8s} {kind:8s} {value('vae', 'pixel'):7.3f} {value('vae', 'image'):6.3f} " \
+               f"{value('vae', 'fit_s'):6.0f} {value('vae', 'cpu_s'):6.0f}"
+        if args.peers:
+            line += f" | {value('random', 'pixel'):7.3f} {value('random', 'image'):6.3f} | " \
+                    f"{value('padim', 'pixel'):8.3f} {value('padim', 'image'):6.3f} {value('padim', 'fit_s'):6.1f}"
+        return line
+
+    for r in results:
+        print(row(r["category"], kinds.get(r["category"], "?"), lambda side, key, r=r: r[side][key]))
+    print(row("mean", "", mean))
     print(f"encoder weights: {results[0]['vae']['weights']}; benchmark wall time {wall:.0f} s")
     if args.peers:
         print(f"ratios (same run): pixel AUROC VAE / random-init VAE {mean('vae', 'pixel') / mean('random', 'pixel'):.2f}, "

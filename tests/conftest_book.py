@@ -24,6 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_CLASSES = ["brick", "washer"]  # one texture, one object: every group (textures/objects/all) exists
 
 
+# complexity.ipynb's timing runs, the same in both books: no warm-up, one repeat, two points per sweep
+TIMING = {"warmup": 0, "repeats": 1, "scale_dims": [4, 8], "scale_n_train": [2, 3], "scale_sizes": [32, 64],
+          "scale_d": 4}
+
+
 def tiny_parameters(data_root: Path, results_dir: Path, stc_root: Path | None = None) -> dict:
     """Small enough for seconds per chapter, large enough for every figure and statistic."""
     stc = {} if stc_root is None else {"stc_root": str(stc_root), "stc_resize": 64}
@@ -55,12 +60,7 @@ def tiny_parameters(data_root: Path, results_dir: Path, stc_root: Path | None = 
         "n_train": 3,
         "n_test": 2,
         "image_size": 64,
-        "warmup": 0,
-        "repeats": 1,
-        "scale_dims": [4, 8],
-        "scale_n_train": [2, 3],
-        "scale_sizes": [32, 64],
-        "scale_d": 4,
+        **TIMING,
     }
 
 
@@ -130,12 +130,7 @@ def dry_run_parameters(data_root: Path, results_dir: Path, stc_root: Path) -> di
         "n_train": 2,
         "n_test": 1,
         "image_size": 64,
-        "warmup": 0,
-        "repeats": 1,
-        "scale_dims": [4, 8],
-        "scale_n_train": [2, 3],
-        "scale_sizes": [32, 64],
-        "scale_d": 4,
+        **TIMING,
     }
 
 

@@ -44,6 +44,7 @@ from padim_lib.paper import cost, experiments
 from padim_lib.paper.study import Study, default_category
 from padim_lib.report.chapters import CHAPTER_EXPERIMENTS, Chapter
 from padim_lib.report.nbparams import parameter_specs
+from padim_lib.report.runlog import format_seconds
 
 GPU_FLOPS = 10e12  # the assumed sustained float32 rate of a GPU (see the module docstring)
 PATH_PARAMETERS = ("data_root", "stc_root", "results_dir", "na_versions_dir")
@@ -111,12 +112,12 @@ class BookPlan:
                 f"{c.stem}: {c.tasks} tasks ({c.shape}{f'; {done} stored or planned earlier' if done else ''}); "
                 f"feature cache +{gb(c.feature_bytes)} ({c.feature_files} files); "
                 f"peak memory {gb(c.peak_bytes)} per task ({c.peak_task or '-'}); "
-                f"time ~{duration(c.cpu_s)} on this machine, ~{duration(c.gpu_s)} on a GPU (estimate)"
+                f"time ~{format_seconds(c.cpu_s)} on this machine, ~{format_seconds(c.gpu_s)} on a GPU (estimate)"
                 + (f"; {c.note}" if c.note else ""))
         total = lambda name: sum(getattr(c, name) for c in self.chapters)  # noqa: E731
         lines.append(f"total: {total('tasks')} tasks, {total('new_tasks')} to compute; feature cache "
-                     f"+{gb(total('feature_bytes'))}; time ~{duration(total('cpu_s'))} on this machine, "
-                     f"~{duration(total('gpu_s'))} on a GPU (estimate)")
+                     f"+{gb(total('feature_bytes'))}; time ~{format_seconds(total('cpu_s'))} on this machine, "
+                     f"~{format_seconds(total('gpu_s'))} on a GPU (estimate)")
         for folder, needs, free in self.disk:
             parts = ", ".join(f"{k} {gb(v)}" for k, v in needs.items())
             lines.append(f"disk at {folder}: needs {gb(sum(needs.values()))} ({parts}), {gb(free)} free")
@@ -131,15 +132,6 @@ class BookPlan:
 def gb(n: float) -> str:
     """Bytes for people: GB from 50 MB, MB from 100 kB, else kB."""
     return f"{n / 1e9:.1f} GB" if n >= 0.05e9 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-
-
-def duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def available_memory() -> int:
